@@ -1,0 +1,37 @@
+"""The MLflow side of the training loop's :class:`~lesionseg.training.fit.Callback`."""
+from __future__ import annotations
+
+import time
+
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from lesionseg.training.fit import FitState
+
+EPOCH_METRICS = ("train_loss", "val_dice", "lr", "epoch_seconds")
+
+
+class MlflowCallback:
+    """Logs per-epoch metrics (step = epoch) and the best epoch into an existing run.
+
+    Uses the client with an explicit ``run_id`` rather than the fluent "active run", so it also works for
+    nested trial runs and for a run resumed in a new process.
+    """
+
+    def __init__(self, run_id: str, client: MlflowClient | None = None) -> None:
+        self.run_id = run_id
+        self.client = client or MlflowClient()
+
+    def on_fit_start(self, state: FitState, resumed: bool) -> None:
+        self.client.set_tag(self.run_id, "resumed_from_epoch", str(state.epoch) if resumed else "")
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(metrics[k]), now, epoch) for k in EPOCH_METRICS if k in metrics]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def on_fit_end(self, state: FitState) -> None:
+        self.client.log_metric(self.run_id, "best_val_dice", state.best_val_dice)
+        self.client.log_metric(self.run_id, "best_epoch", state.best_epoch)
+        self.client.log_metric(self.run_id, "epochs_run", state.epoch)
+        self.client.set_tag(self.run_id, "stopped_early", str(state.stopped_early).lower())

@@ -1,0 +1,132 @@
+"""One epoch of training and one pass of evaluation, in the torchvision reference style."""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss
+from torch import nn
+from tqdm.auto import tqdm
+
+from lesionseg.metrics import dice
+
+
+def build_loss(name: str) -> nn.Module:
+    """Soft Dice (the seed study's) or Dice + cross-entropy, on 2-class logits; wrapped so that deep
+    supervision outputs (a list of logits at several scales) are handled too."""
+    base = {
+        "dice": lambda: DiceLoss(to_onehot_y=True, softmax=True),
+        "dicece": lambda: DiceCELoss(to_onehot_y=True, softmax=True),
+    }[name]()
+    return DeepSupervisionLoss(base, weight_mode="exp")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_epoch(seed: int, epoch: int, loader) -> None:
+    """Make epoch ``epoch`` repeatable on its own (so a resumed run draws what the original would have):
+    torch's global RNG, the loader's shuffle and MONAI's random transforms all restart from seed + epoch."""
+    torch.manual_seed(seed + epoch)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(seed + epoch)
+    transform = getattr(loader.dataset, "transform", None)
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed=seed + epoch)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader,
+    device: torch.device,
+    epoch: int,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: bool = True,
+) -> float:
+    """Train for one epoch; returns the mean batch loss."""
+    model.train()
+    losses = []
+    batches = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, mininterval=1.0)
+    for batch in batches:
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, scaler is not None):
+            output = model(image)
+            if output.dim() == image.dim() + 1:  # deep supervision: (B, heads, C, ...) -> list of heads
+                output = list(torch.unbind(output, dim=1))
+            loss = loss_fn(output, label)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        losses.append(float(loss.detach()))
+        batches.set_postfix(loss=f"{losses[-1]:.4f}")
+    return float(np.mean(losses))
+
+
+@torch.no_grad()
+def predict_volume(
+    model: nn.Module,
+    image: torch.Tensor,
+    roi_size: Sequence[int],
+    device: torch.device,
+    *,
+    overlap: float = 0.25,
+    amp: bool = False,
+) -> torch.Tensor:
+    """Lesion probability for a (B, 1, X, Y, Z) image with sliding-window inference (one window when the
+    volume is no larger than ``roi_size``)."""
+    model.eval()
+    with _autocast(device, amp):
+        logits = sliding_window_inference(
+            image.to(device), roi_size=list(roi_size), sw_batch_size=2, predictor=model, overlap=overlap,
+            mode="gaussian",
+        )
+    return torch.softmax(logits.float(), dim=1)[:, 1]
+
+
+def selection_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Per-case score for model selection: Dice, except that a sham scores 1 when left empty and 0 on a
+    false alarm (plain Dice is undefined there, see :func:`lesionseg.metrics.dice`)."""
+    if not gt.any():
+        return 0.0 if pred.any() else 1.0
+    return dice(pred, gt)
+
+
+def evaluate(
+    model: nn.Module,
+    items: list[dict],
+    roi_size: Sequence[int],
+    device: torch.device,
+    *,
+    overlap: float = 0.25,
+    amp: bool = False,
+    score: Callable[[np.ndarray, np.ndarray], float] = selection_dice,
+) -> dict[str, float]:
+    """Mean per-case score (``val_dice``) over whole volumes."""
+    scores = []
+    for item in items:
+        image = torch.as_tensor(item["image"])[None]
+        prob = predict_volume(model, image, roi_size, device, overlap=overlap, amp=amp)
+        pred = (prob[0] > 0.5).cpu().numpy()
+        scores.append(score(pred, np.asarray(item["label"][0]) > 0.5))
+    return {"val_dice": float(np.mean(scores))}
