@@ -42,7 +42,112 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--filters", type=int, default=32)
     weights.add_argument("--project", type=Path, default=Path.cwd(), help="project root (for the MLflow store)")
     weights.set_defaults(func=_import_weights)
+
+    tune = sub.add_parser("tune", help="Optuna study of freeze_depth and lr at one sample size")
+    tune.add_argument("--sample-size", type=int, required=True)
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune.add_argument("--storage", default=None, help="Optuna storage (journal path or postgresql://...)")
+    tune.add_argument("--join", action="store_true",
+                      help="only run trials of an existing study (e.g. from another machine); no final retrain")
+    tune.add_argument("--project", type=Path, default=Path.cwd(), help="project root with params.yaml")
+    tune.set_defaults(func=_tune)
+
+    predict = sub.add_parser("predict", help="segment NIfTI scans with a trained model")
+    predict.add_argument("inputs", nargs="+", type=Path)
+    predict.add_argument("--model", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., or model.pt")
+    predict.add_argument("-o", "--out", type=Path, required=True)
+    predict.add_argument("--project", type=Path, default=Path.cwd(), help="project root (for the MLflow store)")
+    predict.set_defaults(func=_predict)
+
+    promote = sub.add_parser("promote", help="compare a candidate with @champion on the test split; maybe promote")
+    promote.add_argument("--model", default="lesionseg-mouse")
+    promote.add_argument("--candidate", default="@challenger", help="@ALIAS or a version number")
+    promote.add_argument("--dry-run", action="store_true", help="show the decision, move nothing")
+    promote.add_argument("--project", type=Path, default=Path.cwd(), help="project root with params.yaml")
+    promote.set_defaults(func=_promote)
+
+    reproduce = sub.add_parser("reproduce", help="the commands that rebuild a registered model version")
+    reproduce.add_argument("model_uri", help="models:/NAME/VERSION")
+    reproduce.add_argument("--run", action="store_true", help="execute them in a fresh git worktree")
+    reproduce.add_argument("--project", type=Path, default=Path.cwd())
+    reproduce.set_defaults(func=_reproduce)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on the project's store (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--project", type=Path, default=Path.cwd())
+    ui.set_defaults(func=_ui)
     return parser
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from lesionseg.inference import predict_files
+    from lesionseg.serving import load_segmenter
+    from lesionseg.tracking import store
+
+    if not Path(args.model).is_file():
+        store.connect(args.project)
+    table = predict_files(load_segmenter(args.model), args.inputs, args.out)
+    print(table[["input", "lesion_volume_mm3"]].to_string(index=False))
+    print(f"wrote {len(table)} masks and volumes.csv to {args.out}")
+
+
+def _promote(args: argparse.Namespace) -> None:
+    from lesionseg.config import from_mapping, load_params, section
+    from lesionseg.data.io import read_json
+    from lesionseg.tracking import store
+    from lesionseg.tracking.promotion import PromotionRule, format_decision, promote, require_registered
+
+    root = args.project.resolve()
+    params = load_params(root / "params.yaml")
+    rule = from_mapping(PromotionRule, params.get("promote", {}), "params.yaml promote")
+    domain = section(params, "data")["target"]["name"]
+    test_ids = read_json(root / "data" / "splits" / f"{domain}.json")["test"]
+    store.connect(root)
+    require_registered(args.model)
+    decision, table = promote(args.model, args.candidate, rule, root / "data" / "processed" / domain, test_ids,
+                              log_path=root / "reports" / "promotions.jsonl", dry_run=args.dry_run)
+    print(format_decision(decision, table))
+    if args.dry_run:
+        print("(dry run: nothing was changed)")
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from lesionseg.tracking import store
+    from lesionseg.tracking.reproduce import reproduce_plan, run_plan
+
+    store.connect(args.project)
+    plan = reproduce_plan(args.model_uri, args.project.resolve())
+    print(plan.render())
+    if args.run:
+        run_plan(plan, args.project.resolve())
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import os
+
+    from lesionseg.tracking.store import default_tracking_uri
+
+    uri = default_tracking_uri(args.project)
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}")
+    os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from lesionseg.config import load_params
+    from lesionseg.study import tune_and_retrain, tune_config
+    from lesionseg.specs import finetune_spec
+    from lesionseg.tuning import open_study, run_trials
+
+    root = args.project.resolve()
+    params = load_params(root / "params.yaml")
+    if args.join:
+        cfg = tune_config(params, args.storage)
+        base = finetune_spec(params, params["tune"]["model"], "full", args.sample_size, "noaug", root, stage="tune")
+        run_trials(open_study(args.sample_size, cfg, root), base, cfg, root)
+        return
+    outcome = tune_and_retrain(params, args.sample_size, root, workers=args.workers, storage=args.storage)
+    print(f"best {outcome['best_params']} val Dice {outcome['best_value']:.3f}; trials {outcome['trials']}")
 
 
 def _synth(args: argparse.Namespace) -> None:

@@ -1,11 +1,17 @@
-"""Load a trained model file and predict lesion masks on prepared volumes."""
+"""Load a trained model and segment scans: prepared volumes, or raw NIfTI mapped back to their own grid."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
+from lesionseg.data.io import Volume, read_volume, write_text, write_volume
+from lesionseg.data.preprocess import prepare_volume, restore_to_input
 from lesionseg.networks import build_network
 from lesionseg.training.engine import predict_volume
 from lesionseg.training.fit import load_checkpoint
@@ -25,3 +31,48 @@ def predict_mask(model: torch.nn.Module, image: np.ndarray, roi_size: list[int],
     tensor = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     prob = predict_volume(model, tensor, roi_size, torch.device(device))
     return (prob[0] > threshold).cpu().numpy().astype(np.uint8)
+
+
+@dataclass
+class Segmenter:
+    """A trained network plus the preprocessing it was trained with: raw scan in, mask on its grid out."""
+
+    model: torch.nn.Module
+    roi_size: list[int]
+    preprocessing: dict[str, Any]  # target_spacing, shape, clip_percentiles, crop (from the prepared manifest)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Segmenter":
+        """Load a ``model.pt`` written by a training stage."""
+        model, roi_size = load_model_file(path)
+        return cls(model, roi_size, dict(load_checkpoint(Path(path))["preprocessing"]))
+
+    def segment(self, volume: Volume) -> np.ndarray:
+        """uint8 lesion mask of ``volume``'s shape, in its voxel grid (any orientation and spacing)."""
+        p = self.preprocessing
+        image, _, affine = prepare_volume(volume, None, target_spacing=p["target_spacing"], shape=p["shape"],
+                                          clip_percentiles=tuple(p["clip_percentiles"]), crop=p.get("crop", "head"))
+        return restore_to_input(predict_mask(self.model, image, self.roi_size), affine, volume)
+
+
+def predict_files(segmenter: Segmenter, inputs: Sequence[str | Path], out_dir: str | Path,
+                  *, progress: bool = True) -> pd.DataFrame:
+    """Segment each NIfTI in ``inputs``; write ``OUT/<name>_mask.nii.gz`` (uint8, the input's affine and
+    header) and ``OUT/volumes.csv`` (lesion volume in mm3 per scan). Every input is read and checked
+    before anything is written."""
+    volumes = [(Path(p), read_volume(p)) for p in inputs]  # fail on a bad input before writing anything
+    out_dir = Path(out_dir)
+    rows = []
+    for path, volume in tqdm(volumes, desc="predict", unit="scan", disable=not progress):
+        mask = segmenter.segment(volume)
+        stem = path.name.removesuffix(".gz").removesuffix(".nii")
+        header = volume.header.copy()
+        header.set_data_dtype(np.uint8)
+        header.set_slope_inter(1.0, 0.0)
+        write_volume(out_dir / f"{stem}_mask.nii.gz", mask, volume.affine, header=header)
+        voxel_mm3 = float(np.prod(volume.spacing))
+        rows.append({"input": str(path), "mask": str(out_dir / f"{stem}_mask.nii.gz"),
+                     "lesion_voxels": int(mask.sum()), "lesion_volume_mm3": float(mask.sum()) * voxel_mm3})
+    table = pd.DataFrame(rows)
+    write_text(out_dir / "volumes.csv", table.to_csv(index=False, float_format="%.6g"))
+    return table

@@ -24,13 +24,14 @@ from lesionseg.data.preprocess import load_manifest
 from lesionseg.errors import ConfigError
 from lesionseg.networks import build_network, freeze_blocks, load_pretrained, network_blocks
 from lesionseg.tracking import lineage, registry, store
+from lesionseg.serving import log_pyfunc_model
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.training.data import load_items, train_loader
 from lesionseg.training.engine import build_loss, resolve_device
 from lesionseg.training.fit import BEST, fit, load_checkpoint, save_checkpoint
 from lesionseg.training.transforms import train_transforms
 
-PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "monai", "numpy"]
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", "monai", "nibabel", "scipy", "numpy", "mlflow"]
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def train_tracked(
     *,
     resume: bool = True,
     register_as: str | None = None,
+    tags: dict[str, str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``spec`` inside an MLflow run, log and (optionally) register the best model.
@@ -113,32 +115,57 @@ def train_tracked(
     """
     project_root, out_dir, checkpoint_dir = Path(project_root), Path(out_dir), Path(checkpoint_dir)
     store.connect(project_root)
-    torch.set_num_threads(spec.train.num_threads)
-    torch.manual_seed(spec.train.seed)
-    device = resolve_device(spec.train.device)
-    model, model_info = build_model(spec, device)
+    setup = setup_training(spec)
     run_id = _resumable_run(checkpoint_dir, spec.fingerprint()) if resume else None
     if run_id is None:
         _clear_checkpoints(checkpoint_dir)
     experiment_id = store.ensure_experiment(store.EXPERIMENTS[spec.stage], project_root)
-    train_items = load_items(spec.prepared_dir, spec.train_ids)
-    val_items = load_items(spec.prepared_dir, spec.val_ids)
-    roi_size = spec.train.patch_size or list(train_items[0]["image"].shape[1:])
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=spec.run_name,
                           log_system_metrics=True) as run:
         write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint()})
         if run_id is None:
-            _log_run_start(spec, project_root, model_info, train_items)
-        loader = train_loader(train_items, train_transforms(spec.train.augment if spec.augment else None,
-                                                              spec.train.patch_size),
-                              spec.train.batch_size, spec.train.seed)
-        state = fit(model, build_loss(spec.train.loss), loader, val_items, spec.train, checkpoint_dir,
-                    roi_size=roi_size, callbacks=[MlflowCallback(run.info.run_id)], resume=run_id is not None,
-                    progress=progress)
-        model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
+            log_run_start(spec, project_root, setup.model_info)
+            mlflow.set_tags({**(tags or {}), "dvc_out": _relative(out_dir, project_root)})
+        state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
+                    checkpoint_dir, roi_size=setup.roi_size, callbacks=[MlflowCallback(run.info.run_id)],
+                    resume=run_id is not None, progress=progress)
+        setup.model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
         history = pd.DataFrame(state.history)
-        result = _finish_run(spec, model, roi_size, history, out_dir, register_as, run.info.run_id, project_root)
+        result = _finish_run(spec, setup.model, setup.roi_size, history, out_dir, register_as, run.info.run_id,
+                             project_root, tags or {})
     return result
+
+
+@dataclass
+class TrainingSetup:
+    """A network with its strategy applied, and the data to train and validate it on."""
+
+    model: torch.nn.Module
+    model_info: dict[str, Any]
+    loader: Any
+    val_items: list[dict]
+    roi_size: list[int]
+
+
+def setup_training(spec: RunSpec) -> TrainingSetup:
+    """Seeded network (strategy applied) and loaders for ``spec``; no tracking involved."""
+    torch.set_num_threads(spec.train.num_threads)
+    torch.manual_seed(spec.train.seed)
+    model, model_info = build_model(spec, resolve_device(spec.train.device))
+    train_items = load_items(spec.prepared_dir, spec.train_ids)
+    val_items = load_items(spec.prepared_dir, spec.val_ids)
+    roi_size = list(spec.train.patch_size or train_items[0]["image"].shape[1:])
+    augment = spec.train.augment if spec.augment else None
+    loader = train_loader(train_items, train_transforms(augment, spec.train.patch_size), spec.train.batch_size,
+                          spec.train.seed)
+    return TrainingSetup(model, model_info, loader, val_items, roi_size)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _resumable_run(checkpoint_dir: Path, fingerprint: str) -> str | None:
@@ -154,7 +181,8 @@ def _clear_checkpoints(checkpoint_dir: Path) -> None:
         (checkpoint_dir / name).unlink(missing_ok=True)
 
 
-def _log_run_start(spec: RunSpec, project_root: Path, model_info: dict, train_items: list[dict]) -> None:
+def log_run_start(spec: RunSpec, project_root: Path, model_info: dict) -> None:
+    """Params, lineage tags and the training-set manifest (as an MLflow dataset input) of a new run."""
     params = {
         "model": spec.model, "strategy": spec.strategy, "freeze_depth": spec.freeze_depth,
         "sample_size": spec.sample_size, "augment": spec.augment, "domain": spec.domain,
@@ -187,23 +215,28 @@ def _data_paths(spec: RunSpec) -> list[str]:
 
 
 def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, history: pd.DataFrame, out_dir: Path,
-                register_as: str | None, run_id: str, project_root: Path) -> dict[str, Any]:
+                register_as: str | None, run_id: str, project_root: Path, tags: dict[str, str]) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     tsv = history.to_csv(sep="\t", index=False, float_format="%.6g")
     write_text(out_dir / "history.tsv", tsv)
     mlflow.log_text(tsv, "curves/history.tsv")
+    manifest = load_manifest(spec.prepared_dir)
+    preprocessing = {k: manifest[k] for k in ("target_spacing", "shape", "clip_percentiles", "crop") if k in manifest}
     save_checkpoint(out_dir / "model.pt", {"model": model.state_dict(), "network": spec.network, "arch": spec.model,
-                                           "roi_size": list(roi_size)})
-    model_info = log_model(model.cpu(), roi_size)
+                                           "roi_size": list(roi_size), "preprocessing": preprocessing})
+    network_info = log_model(model.cpu(), roi_size)
+    model_info = log_pyfunc_model(str(out_dir / "model.pt"), PIP_REQUIREMENTS)
     best = history.loc[history["val_dice"].idxmax()]
     result: dict[str, Any] = {
         "run_id": run_id, "run_name": spec.run_name, "model_uri": model_info.model_uri,
+        "network_uri": network_info.model_uri,
         "best_val_dice": float(best["val_dice"]), "best_epoch": int(best["epoch"]), "epochs_run": int(len(history)),
         "model": spec.model, "strategy": spec.strategy, "freeze_depth": spec.freeze_depth,
         "sample_size": spec.sample_size, "augment": spec.augment, "roi_size": list(roi_size),
     }
     if register_as:
-        tags = {k: result[k] for k in ("model", "strategy", "freeze_depth", "sample_size", "augment", "run_id")}
+        tags = {**tags, **{k: result[k] for k in ("model", "strategy", "freeze_depth", "sample_size", "augment",
+                                                  "run_id")}}
         tags.update({"val_dice": f"{result['best_val_dice']:.4f}", **lineage.git_tags(project_root),
                      **lineage.dvc_lock_hashes(project_root, _data_paths(spec))})
         result["registered_model"] = register_as
@@ -215,13 +248,14 @@ def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, history: pd.Dat
 
 
 def log_model(model: torch.nn.Module, roi_size: Sequence[int]):
-    """Log with the pickle format: MLflow 3's default ``pt2`` export specialises on the example's shape,
-    and a segmentation network must take any volume size and batch."""
+    """Log the bare network (tensor in, logits out) as ``network``, with the pickle format: MLflow 3's
+    default ``pt2`` export specialises on the example's shape, and a segmentation network must take any
+    volume size and batch. The registered model is the pyfunc (volume in, mask out) beside it."""
     example = np.zeros((1, 1, *roi_size), dtype=np.float32)
     model.eval()
     with torch.no_grad():
         output = model(torch.as_tensor(example)).numpy()
     return mlflow.pytorch.log_model(
-        model, name="model", serialization_format="pickle", input_example=example,
+        model, name="network", serialization_format="pickle", input_example=example,
         signature=infer_signature(example, output), pip_requirements=PIP_REQUIREMENTS,
     )

@@ -20,8 +20,10 @@ def main() -> None:
     test_ids = read_json(ROOT / "data" / "splits" / f"{domain}.json")["test"]
     store.connect(ROOT)
     headline, runs = {}, []
-    for model_dir in sorted((ROOT / "models" / "finetune").glob("*/")):
-        name, run_info = model_dir.name, read_json(model_dir / "run.json")
+    model_dirs = sorted((ROOT / "models" / "finetune").glob("*/")) + sorted((ROOT / "models" / "tuned").glob("*/"))
+    for model_dir in model_dirs:
+        run_info = read_json(model_dir / "run.json")
+        name = model_dir.name if model_dir.parent.name == "finetune" else f"tuned-{model_dir.name}"
         files = {"csv": ROOT / "metrics" / "test" / f"{name}.csv", "json": ROOT / "metrics" / "test" / f"{name}.json",
                  "overlays": ROOT / "reports" / "overlays" / name}
         table, summary = evaluate_model(model_dir / "model.pt", ROOT / "data" / "processed" / domain, test_ids,

@@ -37,3 +37,10 @@ def alias_version(name: str, alias: str) -> str | None:
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
+
+
+def tag_version(name: str, version: str, tags: Mapping[str, object]) -> None:
+    """Add ``tags`` to one model version."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))

@@ -1,0 +1,320 @@
+"""Optuna search over fine-tuning depth (``freeze_depth``) and learning rate, one study per sample size.
+
+Each trial is a nested MLflow run under the study's parent run; trials report validation Dice every epoch
+so the pruner can stop bad ones. Storage is a journal file (workers on one machine) or any Optuna RDB URL
+(workers on many machines, e.g. PostgreSQL).
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from lesionseg.errors import ConfigError, TrackingError
+from lesionseg.runs import RunSpec, log_run_start, setup_training
+from lesionseg.networks import build_network, network_blocks
+from lesionseg.tracking import store
+from lesionseg.tracking.callback import MlflowCallback
+from lesionseg.training.engine import build_loss
+from lesionseg.training.fit import FitState, fit
+
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+WORKER_ATTR = "worker"
+RDB_PREFIXES = ("postgresql", "mysql", "sqlite", "oracle", "mssql")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The ``tune`` section of params.yaml."""
+
+    n_trials: int = 6
+    timeout_s: float | None = None
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    tune_augment: bool = False
+    pruner: str = "median"  # median | percentile | threshold | none
+    pruner_startup_trials: int = 2
+    pruner_warmup_epochs: int = 1
+    pruner_percentile: float = 25.0
+    pruner_threshold: float = 0.0  # threshold pruner: prune when val Dice is below this
+    sampler_seed: int = 0
+    storage: str = "tuning/journal.log"  # a journal file path, or an RDB URL (postgresql://...)
+    heartbeat_s: int = 30  # RDB storages: a trial silent this long x3 is failed and retried
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr_min < self.lr_max:
+            raise ConfigError(f"tune.lr_min={self.lr_min} / lr_max={self.lr_max}: need 0 < lr_min < lr_max")
+        if self.pruner not in ("median", "percentile", "threshold", "none"):
+            raise ConfigError(f"tune.pruner={self.pruner!r} is not one of median, percentile, threshold, none")
+
+
+def study_name(sample_size: int) -> str:
+    """One study per sample size."""
+    return f"finetune-n{sample_size}"
+
+
+def open_storage(storage: str, project_root: str | Path, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
+    """A journal file (relative paths are under the project root) or an RDB URL with heartbeats, so a dead
+    worker's trial is failed and retried rather than left RUNNING."""
+    if storage.split(":", 1)[0].split("+", 1)[0] in RDB_PREFIXES:
+        try:
+            return RDBStorage(storage, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
+                              failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
+                              engine_kwargs={"pool_pre_ping": True})
+        except Exception as err:  # SQLAlchemy raises driver-specific errors
+            reason = str(err).splitlines()[0][:160]
+            raise TrackingError(
+                f"Optuna storage {_redact(storage)} is unreachable ({reason}); check the URL and that the database runs"
+            ) from None
+    path = Path(storage)
+    path = path if path.is_absolute() else Path(project_root).resolve() / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a storage URL before it reaches a message."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def make_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
+    """The pruner named in params.yaml."""
+    if cfg.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.pruner_startup_trials,
+                                           n_warmup_steps=cfg.pruner_warmup_epochs)
+    if cfg.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(cfg.pruner_percentile, n_startup_trials=cfg.pruner_startup_trials,
+                                               n_warmup_steps=cfg.pruner_warmup_epochs)
+    if cfg.pruner == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=cfg.pruner_threshold, n_warmup_steps=cfg.pruner_warmup_epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(sample_size: int, cfg: TuneConfig, project_root: str | Path) -> optuna.Study:
+    """Create or join (``load_if_exists``) the study for ``sample_size``."""
+    return optuna.create_study(
+        study_name=study_name(sample_size), storage=open_storage(cfg.storage, project_root, cfg.heartbeat_s),
+        sampler=optuna.samplers.TPESampler(seed=cfg.sampler_seed), pruner=make_pruner(cfg),
+        direction="maximize", load_if_exists=True,
+    )
+
+
+class PruningCallback:
+    """Reports each epoch's validation Dice to the trial and raises ``TrialPruned`` when told to."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def on_fit_start(self, state: FitState, resumed: bool) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
+        self.trial.report(metrics["val_dice"], epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (val Dice {metrics['val_dice']:.3f})")
+
+    def on_fit_end(self, state: FitState) -> None:
+        pass
+
+
+def n_blocks_of(spec: RunSpec) -> int:
+    """How many blocks the spec's network has (freeze_depth ranges over 0 .. n_blocks - 1)."""
+    return len(network_blocks(build_network(spec.model, **spec.network)))
+
+
+def trial_spec(trial: optuna.Trial, base: RunSpec, cfg: TuneConfig) -> RunSpec:
+    """The spec a trial trains: depth 0 is full fine-tuning, 1.. is partial."""
+    depth = trial.suggest_int("freeze_depth", 0, n_blocks_of(base) - 1)
+    lr = trial.suggest_float("lr", cfg.lr_min, cfg.lr_max, log=True)
+    augment = trial.suggest_categorical("augment", [False, True]) if cfg.tune_augment else base.augment
+    return dataclasses.replace(base, stage="tune", strategy="partial" if depth else "full", freeze_depth=depth,
+                               augment=augment, train=dataclasses.replace(base.train, lr=lr))
+
+
+class Objective:
+    """Train one trial inside a nested MLflow run; returns its best validation Dice."""
+
+    def __init__(self, base: RunSpec, cfg: TuneConfig, parent_run_id: str, project_root: str | Path) -> None:
+        self.base, self.cfg, self.parent_run_id = base, cfg, parent_run_id
+        self.project_root = Path(project_root)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        spec = trial_spec(trial, self.base, self.cfg)
+        experiment_id = store.ensure_experiment(store.EXPERIMENTS["tune"], self.project_root)
+        name = f"{spec.model}/n{spec.sample_size}/trial-{trial.number}"
+        with mlflow.start_run(experiment_id=experiment_id, run_name=name,
+                              tags={"mlflow.parentRunId": self.parent_run_id, "optuna_trial": str(trial.number),
+                                    "optuna_study": study_name(spec.sample_size)}) as run:
+            trial.set_user_attr("mlflow_run_id", run.info.run_id)
+            setup = setup_training(spec)
+            log_run_start(spec, self.project_root, setup.model_info)
+            try:
+                with tempfile.TemporaryDirectory(prefix="lesionseg-trial-") as ckpt:
+                    state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
+                                ckpt, roi_size=setup.roi_size, progress=False,
+                                callbacks=[MlflowCallback(run.info.run_id), PruningCallback(trial)])
+            except optuna.TrialPruned:
+                mlflow.set_tag("trial_state", "pruned")
+                raise
+            except Exception:
+                mlflow.set_tag("trial_state", "failed")
+                raise
+            mlflow.set_tag("trial_state", "complete")
+            return state.best_val_dice
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail (and re-queue with the same params) RUNNING trials whose worker process on this host is gone.
+
+    Written by hand because Optuna's journal storage has no heartbeat (RDB storages have one, and use
+    ``RetryFailedTrialCallback`` instead). Only trials started on this host can be judged here.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get(WORKER_ATTR, "")
+        worker_host, _, pid = worker.rpartition(":")
+        if worker_host != host or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001 (no public API)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        failed.append(trial.number)
+    return failed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_trials(study: optuna.Study, base: RunSpec, cfg: TuneConfig, project_root: str | Path) -> None:
+    """One worker: run trials until the study holds ``cfg.n_trials`` finished trials or time runs out."""
+    store.connect(project_root)
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    if not parent:
+        raise TrackingError(f"study {study.study_name} has no MLflow parent run; start it with `lesionseg tune`")
+    fail_dead_local_trials(study)
+    budget = optuna.study.MaxTrialsCallback(cfg.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    if _finished(study) < cfg.n_trials:
+        study.optimize(Objective(base, cfg, parent, project_root), n_trials=cfg.n_trials, timeout=cfg.timeout_s,
+                       callbacks=[budget], gc_after_trial=True)
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def ensure_parent_run(study: optuna.Study, base: RunSpec, cfg: TuneConfig, project_root: str | Path) -> str:
+    """The study's MLflow parent run (created once, its id kept as a study user attribute)."""
+    store.connect(project_root)
+    parent = study.user_attrs.get(PARENT_RUN_ATTR)
+    if parent:
+        return parent
+    experiment_id = store.ensure_experiment(store.EXPERIMENTS["tune"], project_root)
+    run = MlflowClient().create_run(experiment_id, run_name=f"{base.model}/n{base.sample_size}/study",
+                                    tags={"optuna_study": study.study_name, "sample_size": str(base.sample_size),
+                                          "model": base.model})
+    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "storage"}
+    params["storage_kind"] = "rdb" if isinstance(study._storage, RDBStorage) else "journal"  # noqa: SLF001
+    for key, value in params.items():
+        MlflowClient().log_param(run.info.run_id, key, "" if value is None else value)
+    study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+def study_outcome(study: optuna.Study) -> dict[str, Any]:
+    """Best params and value, and how many trials ended in each state."""
+    counts = {state.name.lower(): len(study.get_trials(deepcopy=False, states=(state,)))
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+    completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if not completed:
+        raise TrackingError(f"study {study.study_name}: no trial completed ({counts}); raise tune.n_trials or "
+                            "loosen the pruner in params.yaml")
+    best = study.best_trial
+    return {"study": study.study_name, "best_value": best.value, "best_params": best.params,
+            "best_trial": best.number, "best_run_id": best.user_attrs.get("mlflow_run_id"), "trials": counts}
+
+
+def log_study_summary(study: optuna.Study, outcome: dict[str, Any], plot_dir: str | Path) -> list[Path]:
+    """Best params/value on the parent run, plus optimisation history, importances and a depth x lr contour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    parent = study.user_attrs[PARENT_RUN_ATTR]
+    client = MlflowClient()
+    client.log_metric(parent, "best_val_dice", outcome["best_value"])
+    for key, value in outcome["best_params"].items():
+        client.set_tag(parent, f"best_{key}", str(value))
+    for state, count in outcome["trials"].items():
+        client.log_metric(parent, f"n_trials_{state}", count)
+    plot_dir = Path(plot_dir)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots = {"optimization_history": lambda: ovm.plot_optimization_history(study),
+             "param_importances": lambda: ovm.plot_param_importances(study),
+             "contour_depth_lr": lambda: ovm.plot_contour(study, params=["freeze_depth", "lr"])}
+    written = []
+    for name, draw in plots.items():
+        try:
+            axes = draw()
+        except (ValueError, RuntimeError) as err:  # e.g. importances need >= 2 completed trials
+            print(f"tune: skipped {name} plot ({err})")
+            continue
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure.savefig(plot_dir / f"{name}.png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        client.log_artifact(parent, str(plot_dir / f"{name}.png"), artifact_path="study")
+        written.append(plot_dir / f"{name}.png")
+    return written
+
+
+def _worker(base: RunSpec, cfg: TuneConfig, project_root: str) -> None:
+    study = open_study(base.sample_size, cfg, project_root)
+    run_trials(study, base, cfg, project_root)
+
+
+def tune(base: RunSpec, cfg: TuneConfig, project_root: str | Path, *, workers: int = 1) -> optuna.Study:
+    """Create/join the study for ``base.sample_size``, make sure it has a parent run, and run ``workers``
+    processes on it (each opens the shared storage itself). Returns the study."""
+    if workers < 1:
+        raise ConfigError(f"--workers={workers} must be >= 1")
+    study = open_study(base.sample_size, cfg, project_root)
+    ensure_parent_run(study, base, cfg, project_root)
+    if workers == 1:
+        run_trials(study, base, cfg, project_root)
+        return study
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(base, cfg, str(project_root)), name=f"tune-worker-{i}")
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    failed = [p.name for p in processes if p.exitcode != 0]
+    if failed:
+        raise TrackingError(f"tuning workers {failed} exited with an error; see their output above")
+    return study

@@ -1,0 +1,103 @@
+"""Shared fixtures: a tiny but real project (synthetic raw data -> prepared -> splits -> subsets)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+torch.set_num_threads(1)
+
+TINY_PARAMS = {
+    "synthesize": {"seed": 5, "sham_fraction": 0.25, "rat": {"cases": 10, "matrix": 40, "n_slices": 8},
+                   "mouse": {"cases": 16, "matrix": 48, "n_slices": 12}},
+    "data": {"source": {"name": "rat", "raw": "data/raw/rat"}, "target": {"name": "mouse", "raw": "data/raw/mouse"}},
+    "prepare": {"clip_percentiles": [0.5, 99.5],
+                "rat": {"target_spacing": [1.0, 2.0, 1.0], "shape": [16, 8, 16]},
+                "mouse": {"target_spacing": [0.8, 1.0, 0.8], "shape": [16, 8, 16]}},
+    "split": {"seed": 7, "fractions": [0.7, 0.1, 0.2], "n_size_bins": 2},
+    "subsets": {"seed": 11, "sizes": [4, 6], "n_size_bins": 2},
+    "networks": {"ratlesnetv2": {"filters": 4}, "unet": {"channels": [4, 8], "strides": [2], "num_res_units": 0},
+                 "dynunet": {"filters": [4, 8, 16]},
+                 "unetr": {"img_size": [16, 16, 16], "feature_size": 4, "hidden_size": 32, "mlp_dim": 64,
+                           "num_heads": 2}},
+    "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "loss": "dice", "patience": 5, "seed": 0,
+              "num_threads": 1, "patch_size": None, "device": "cpu", "amp": False},
+    "pretrain": {"models": ["ratlesnetv2"], "augment": False, "train": {"epochs": 2}},
+    "finetune": {"source": "pretrain", "models": ["ratlesnetv2"], "strategies": ["scratch", "partial"],
+                 "sample_sizes": [4], "augment": ["noaug"],
+                 "partial_freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14}, "train": {}},
+    "baseline": {"models": ["unet"], "sample_sizes": [4], "augment": ["aug"]},
+    "tune": {"model": "ratlesnetv2", "sample_sizes": [4], "n_trials": 3, "timeout_s": None, "lr_min": 0.001,
+             "lr_max": 0.05, "tune_augment": False, "pruner": "median", "pruner_startup_trials": 1,
+             "pruner_warmup_epochs": 0, "pruner_percentile": 25.0, "pruner_threshold": 0.0, "sampler_seed": 0,
+             "storage": "tuning/journal.log", "heartbeat_s": 30, "train": {"epochs": 2}},
+    "evaluate": {"n_overlays": 1},
+}
+
+
+def build_tiny_data(root: Path, params: dict) -> None:
+    """Run the data stages' library functions into ``root`` (what dvc repro would do)."""
+    from lesionseg.data.io import write_json
+    from lesionseg.data.preprocess import load_manifest, prepare_dataset
+    from lesionseg.data.splits import lesion_balanced_subsets, split_cases
+    from lesionseg.data.synthetic import synthesize_dataset
+
+    syn = params["synthesize"]
+    for domain in ("rat", "mouse"):
+        d = syn[domain]
+        synthesize_dataset(domain, d["cases"], syn["seed"], root / "data" / "raw" / domain,
+                           sham_fraction=syn["sham_fraction"], matrix=d["matrix"], n_slices=d["n_slices"])
+        prep = params["prepare"][domain]
+        prepare_dataset(root / "data" / "raw" / domain, root / "data" / "processed" / domain,
+                        target_spacing=prep["target_spacing"], shape=prep["shape"])
+        cases = load_manifest(root / "data" / "processed" / domain)["cases"]
+        split = split_cases(cases, fractions=tuple(params["split"]["fractions"]), seed=params["split"]["seed"],
+                            n_size_bins=params["split"]["n_size_bins"])
+        write_json(root / "data" / "splits" / f"{domain}.json", split)
+    cases = load_manifest(root / "data" / "processed" / "mouse")["cases"]
+    train_ids = yaml.safe_load((root / "data" / "splits" / "mouse.json").read_text())["train"]
+    subsets = lesion_balanced_subsets(cases, train_ids, params["subsets"]["sizes"], seed=params["subsets"]["seed"],
+                                      n_size_bins=params["subsets"]["n_size_bins"])
+    write_json(root / "data" / "splits" / "subsets.json", subsets)
+    # Source weights for the tuning tests: an initialised (untrained) network in the pretrain stage's format;
+    # test_tracking.py covers real pretraining.
+    from lesionseg.networks import build_network
+
+    torch.manual_seed(0)
+    net = build_network("ratlesnetv2", **params["networks"]["ratlesnetv2"])
+    (root / "models" / "pretrained" / "ratlesnetv2").mkdir(parents=True)
+    torch.save({"model": net.state_dict()}, root / "models" / "pretrained" / "ratlesnetv2" / "model.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A directory holding data/ of a tiny project, built once per session."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    build_tiny_data(root, TINY_PARAMS)
+    return root
+
+
+@pytest.fixture
+def tiny_project(tiny_data, tmp_path, monkeypatch) -> Path:
+    """A fresh project dir (copy of the tiny data + params.yaml) with its own MLflow SQLite store."""
+    root = tmp_path / "project"
+    shutil.copytree(tiny_data / "data", root / "data")
+    shutil.copytree(tiny_data / "models", root / "models")
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+@pytest.fixture
+def tiny_params() -> dict:
+    import copy
+
+    return copy.deepcopy(TINY_PARAMS)

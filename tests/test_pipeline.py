@@ -1,0 +1,93 @@
+"""The DVC pipeline and the MLflow Project, run for real on tiny params in a temporary git repository."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from conftest import ROOT, TINY_PARAMS
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> str:
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git+DVC copy of the project with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", "MLproject", "conda.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(ROOT / name, root / name)
+    for name in ("pipelines", "lesionseg", ".dvc"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp",
+                                                                                 "config.local"))
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
+    env.pop("DVC_EXP_NAME", None)
+    _run(["git", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "tiny"], root, env)
+    first = _run(["dvc", "repro"], root, env, timeout=900)
+    return root, env, first
+
+
+def test_repro_runs_every_stage_and_writes_outputs(repo):
+    root, _, output = repo
+    for stage in ("synthesize", "prepare@source", "prepare@target", "split@target", "subsets",
+                  "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug", "baseline@unet-4-aug", "tune@4",
+                  "evaluate"):
+        assert f"Running stage '{stage}'" in output, stage
+    headline = json.loads((root / "metrics" / "test.json").read_text())
+    assert set(headline) == {"ratlesnetv2-scratch-n4-noaug", "ratlesnetv2-partial-n4-noaug", "unet-scratch-n4-aug",
+                             "tuned-n4"}
+    assert (root / "tuning" / "n4" / "best.json").exists()
+    assert list((root / "reports" / "overlays").glob("*/*.png"))
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    challenger = client.get_model_version_by_alias("lesionseg-mouse", "challenger")
+    assert challenger.tags["test_dice"]
+
+
+def test_second_repro_does_nothing(repo):
+    root, env, _ = repo
+    output = _run(["dvc", "repro"], root, env)
+    assert "Running stage" not in output
+    assert "up to date" in output
+
+
+def test_changing_one_param_reruns_only_its_dependents(repo):
+    root, env, _ = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["evaluate"]["n_overlays"] = 2
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    output = _run(["dvc", "status"], root, env)
+    assert "evaluate" in output
+    for stage in ("synthesize", "prepare@", "pretrain@", "finetune@", "tune@"):
+        assert stage not in output, stage
+
+
+def test_mlflow_project_entry_point_logs_into_its_run(repo):
+    root, env, _ = repo
+    _run(["mlflow", "run", ".", "-e", "finetune", "-P", "model=ratlesnetv2", "-P", "strategy=scratch",
+          "-P", "sample_size=4", "--env-manager", "local", "--experiment-name", "lesionseg-finetune"], root, env)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("lesionseg-finetune")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.`mlflow.project.entryPoint` = 'finetune'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["strategy"] == "scratch" and "val_dice" in run.data.metrics

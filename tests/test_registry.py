@@ -1,0 +1,199 @@
+"""Registry lifecycle on real tiny models: aliases, promotion, pyfunc, predict, serving, reproduce."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lesionseg.data.io import read_json, read_volume
+from lesionseg.errors import DataError
+from lesionseg.inference import predict_files
+from lesionseg.runs import train_tracked
+from lesionseg.serving import load_segmenter
+from lesionseg.specs import finetune_spec
+from lesionseg.tracking import promotion
+from lesionseg.tracking.promotion import PromotionRule, decide, promote
+from lesionseg.tracking.registry import CHALLENGER, CHAMPION, TARGET_MODEL, set_alias
+from lesionseg.tracking.reproduce import reproduce_plan
+
+
+@pytest.fixture
+def two_versions(tiny_project, tiny_params):
+    """Two registered lesionseg-mouse versions trained on the tiny project (v1: 1 epoch, v2: 2 epochs)."""
+    root = tiny_project
+    results = []
+    for epochs, name in ((1, "a"), (2, "b")):
+        spec = finetune_spec(tiny_params, "unet", "scratch", 4, "noaug", root)
+        spec = spec.__class__(**{**spec.__dict__, "train": spec.train.__class__(**{**spec.train.__dict__,
+                                                                                   "epochs": epochs})})
+        results.append(train_tracked(spec, root, root / "models" / "finetune" / name, root / "checkpoints" / name,
+                                     register_as=TARGET_MODEL, progress=False))
+    return root, results
+
+
+def _test_ids(root):
+    return read_json(root / "data" / "splits" / "mouse.json")["test"]
+
+
+def test_decide_promotes_a_clearly_better_candidate_and_refuses_a_worse_one():
+    ids = [f"c{i}" for i in range(12)]
+    champion = pd.DataFrame({"case_id": ids, "score": np.linspace(0.4, 0.6, 12), "hd95_mm": 2.0}).set_index("case_id")
+    better = champion.assign(score=champion["score"] + 0.1, hd95_mm=1.5)
+    worse = champion.assign(score=champion["score"] - 0.1)
+    rule = PromotionRule(alpha=0.05, hd95_margin_mm=0.5)
+    up, table = decide(better, champion, rule, "2", "1")
+    assert up.promote and up.summary["dice_gain"] == pytest.approx(0.1) and up.summary["p_value"] < 0.001
+    assert len(table) == 12
+    down, _ = decide(worse, champion, rule, "3", "1")
+    assert not down.promote and any(r.startswith("fail: mean Dice gain") for r in down.reasons)
+    worse_hd = better.assign(hd95_mm=4.0)
+    blocked, _ = decide(worse_hd, champion, rule, "4", "1")
+    assert not blocked.promote and any(r.startswith("fail: mean HD95 change +2.00 mm") for r in blocked.reasons)
+
+
+def test_first_candidate_becomes_champion_then_dry_run_moves_nothing(two_versions):
+    root, (v1, v2) = two_versions
+    prepared, ids = root / "data/processed/mouse", _test_ids(root)
+    log = root / "reports/promotions.jsonl"
+    decision, _ = promote(TARGET_MODEL, v1["version"], PromotionRule(), prepared, ids, log_path=log)
+    client = MlflowClient()
+    assert decision.promote and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
+    tags = client.get_model_version(TARGET_MODEL, v1["version"]).tags
+    assert tags["promotion_decision"] == "promoted" and tags["promoted_at"] and tags["replaced_version"] == ""
+    assert json.loads(log.read_text().splitlines()[0])["candidate_version"] == v1["version"]
+    set_alias(TARGET_MODEL, CHALLENGER, v2["version"])
+    before = log.read_text()
+    decision, table = promote(TARGET_MODEL, "@challenger", PromotionRule(alpha=1.01, min_dice_gain=-1.0,
+                                                                         hd95_margin_mm=1e9),
+                              prepared, ids, log_path=log, dry_run=True)
+    assert decision.promote and len(table) == len(ids)
+    assert str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
+    assert log.read_text() == before
+    assert "promotion_decision" not in client.get_model_version(TARGET_MODEL, v2["version"]).tags
+
+
+def test_failure_in_the_middle_of_promotion_leaves_aliases_unchanged(two_versions, monkeypatch):
+    root, (v1, v2) = two_versions
+    prepared, ids = root / "data/processed/mouse", _test_ids(root)
+    set_alias(TARGET_MODEL, CHAMPION, v1["version"])
+    set_alias(TARGET_MODEL, CHALLENGER, v2["version"])
+    lenient = PromotionRule(alpha=1.01, min_dice_gain=-1.0, hd95_margin_mm=1e9)
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(promotion.MlflowClient, "set_model_version_tag", broken)
+    with pytest.raises(ConnectionError):
+        promote(TARGET_MODEL, "@challenger", lenient, prepared, ids, log_path=root / "p.jsonl")
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
+    assert str(client.get_model_version_by_alias(TARGET_MODEL, CHALLENGER).version) == v2["version"]
+
+
+def _non_ras_scan(root: Path, tmp_path: Path) -> Path:
+    """A raw mouse scan re-saved with flipped axes (LPI-like) and int16 + scl_slope."""
+    raw = nib.load(str(root / "data/raw/mouse/imagesTr/mouse_000_0000.nii.gz"))
+    flipped = np.flip(np.asarray(raw.dataobj), axis=0)
+    affine = raw.affine @ np.array([[-1, 0, 0, flipped.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.round(flipped * 100).astype(np.int16), affine)
+    img.header.set_slope_inter(0.01, 0.0)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(img, str(path))
+    return path
+
+
+def test_champion_predicts_on_a_non_ras_nifti_in_its_own_grid(two_versions, tmp_path):
+    root, (v1, _) = two_versions
+    set_alias(TARGET_MODEL, CHAMPION, v1["version"])
+    scan = _non_ras_scan(root, tmp_path)
+    table = predict_files(load_segmenter(f"models:/{TARGET_MODEL}@champion"), [scan], tmp_path / "out",
+                          progress=False)
+    mask = nib.load(table["mask"][0])
+    source = nib.load(str(scan))
+    assert mask.shape == source.shape and np.allclose(mask.affine, source.affine)
+    assert mask.get_data_dtype() == np.uint8 and set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
+    volumes = pd.read_csv(tmp_path / "out" / "volumes.csv")
+    assert volumes["lesion_volume_mm3"][0] == pytest.approx(table["lesion_volume_mm3"][0])
+
+
+def test_predict_rejects_bad_inputs_before_writing(two_versions, tmp_path):
+    root, (v1, _) = two_versions
+    segmenter = load_segmenter(str(root / "models/finetune/a/model.pt"))
+    four_d = tmp_path / "four_d.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 8, 2), np.float32), np.eye(4)), str(four_d))
+    nan = tmp_path / "nan.nii.gz"
+    data = np.ones((8, 8, 8), np.float32)
+    data[1, 1, 1] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(nan))
+    for bad, message in ((tmp_path / "missing.nii.gz", "file not found"), (four_d, "expected a 3D volume"),
+                         (nan, "NaN/Inf voxels")):
+        with pytest.raises(DataError) as err:
+            predict_files(segmenter, [_non_ras_scan(root, tmp_path), bad], tmp_path / "out", progress=False)
+        assert str(bad) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_pyfunc_predict_takes_any_size_and_batches(two_versions):
+    _, (v1, _) = two_versions
+    model = mlflow.pyfunc.load_model(f"models:/{TARGET_MODEL}/{v1['version']}")
+    rng = np.random.default_rng(0)
+    one = model.predict({"volume": rng.random((20, 10, 18)).astype(np.float32), "spacing": [0.8, 1.0, 0.8]})
+    assert one.shape == (20, 10, 18) and one.dtype == np.uint8
+    batch = model.predict({"volume": rng.random((2, 12, 9, 14)).astype(np.float32), "spacing": [0.5, 1.0, 0.5]})
+    assert batch.shape == (2, 12, 9, 14)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_models_serve_round_trip(two_versions):
+    _, (v1, _) = two_versions
+    set_alias(TARGET_MODEL, CHAMPION, v1["version"])
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{TARGET_MODEL}@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()[-2000:]
+                time.sleep(0.5)
+        volume = np.random.default_rng(1).random((16, 8, 12)).round(3).tolist()
+        body = json.dumps({"inputs": {"volume": volume, "spacing": [0.8, 1.0, 0.8]}}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        mask = np.asarray(answer["predictions"])
+        assert mask.shape == (16, 8, 12) and set(np.unique(mask)) <= {0, 1}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_reproduce_plan_names_commit_stage_and_data(two_versions):
+    root, (v1, _) = two_versions
+    plan = reproduce_plan(f"models:/{TARGET_MODEL}/{v1['version']}", root)
+    text = plan.render()
+    assert plan.commit in text and "dvc pull" in text and "git worktree add" in text
+    assert text.splitlines()[-1].startswith("dvc repro")

@@ -1,0 +1,159 @@
+"""The synthetic rat/mouse generator: geometry, lesions, determinism and the nnU-Net raw layout it writes."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from lesionseg.data.io import read_volume
+from lesionseg.data.synthetic import DOMAINS, domain_spec, synthesize_case, synthesize_dataset
+
+SMALL = {"mouse": 48, "rat": 48}
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _cases(domain: str, seeds: range, matrix: int = 48, lesion: bool = True):
+    spec = domain_spec(domain, matrix=matrix)
+    return [synthesize_case(spec, f"{domain}_{s}", np.random.default_rng([s, 7]), lesion) for s in seeds]
+
+
+def _world(case, mask: np.ndarray) -> np.ndarray:
+    return nib.affines.apply_affine(case.affine, np.argwhere(mask))
+
+
+@pytest.fixture(scope="module")
+def mouse_dataset(tmp_path_factory) -> Path:
+    return synthesize_dataset("mouse", 8, seed=3, out_dir=tmp_path_factory.mktemp("raw") / "mouse", matrix=48)
+
+
+def test_same_seed_gives_same_bytes_and_other_seed_differs(tmp_path, mouse_dataset):
+    again = synthesize_dataset("mouse", 8, seed=3, out_dir=tmp_path / "again", matrix=48)
+    other = synthesize_dataset("mouse", 8, seed=4, out_dir=tmp_path / "other", matrix=48)
+    first = _hashes(mouse_dataset)
+    assert len(first) == 8 * 2 + 2
+    assert _hashes(again) == first
+    different = _hashes(other)
+    images = [name for name in first if name.startswith("imagesTr")]
+    assert all(different[name] != first[name] for name in images)
+
+
+def test_case_depends_on_seed_and_index_not_on_n_cases(tmp_path):
+    small = synthesize_dataset("rat", 4, seed=1, out_dir=tmp_path / "small", matrix=32, sham_fraction=0.0)
+    large = synthesize_dataset("rat", 6, seed=1, out_dir=tmp_path / "large", matrix=32, sham_fraction=0.0)
+    for i in range(4):
+        name = f"imagesTr/rat_{i:03d}_0000.nii.gz"
+        assert (small / name).read_bytes() == (large / name).read_bytes()
+
+
+@pytest.mark.parametrize("domain", ["mouse", "rat"])
+def test_lesion_inside_brain_and_in_one_hemisphere(domain):
+    for case in _cases(domain, range(6)):
+        lesion = case.label.astype(bool)
+        assert case.group == "MCAo" and lesion.sum() > 0
+        assert not (lesion & ~case.brain_mask).any()
+        midline = _world(case, case.brain_mask)[:, 0].mean()
+        offset = _world(case, lesion)[:, 0] - midline  # RAS x: + right, - left
+        assert (offset > 0).all() or (offset < 0).all()
+
+
+def test_lesion_volumes_spread_from_small_to_large():
+    volumes = [case.lesion_volume_mm3 for case in _cases("mouse", range(16), matrix=32)]
+    assert max(volumes) > 5 * min(volumes) > 0
+
+
+@pytest.mark.parametrize("domain", ["mouse", "rat"])
+def test_lesion_is_hyperintense_against_the_mirrored_hemisphere(domain):
+    for case in _cases(domain, range(4), matrix=64):
+        lesion = case.label.astype(bool)
+        world = _world(case, case.brain_mask)
+        mirrored = _world(case, lesion)
+        mirrored[:, 0] = 2 * world[:, 0].mean() - mirrored[:, 0]
+        index = np.rint(nib.affines.apply_affine(np.linalg.inv(case.affine), mirrored)).astype(int)
+        index = np.clip(index, 0, np.array(case.image.shape) - 1)
+        contralateral = case.image[tuple(index.T)].astype(float)
+        assert case.image[lesion].mean() > 1.1 * contralateral.mean()
+
+
+def test_shams_have_empty_masks_and_are_a_quarter(mouse_dataset):
+    rows = list(csv.DictReader((mouse_dataset / "cases.csv").open()))
+    shams = [r for r in rows if r["group"] == "sham"]
+    assert len(shams) == round(8 * 0.25)
+    for row in rows:
+        label = read_volume(mouse_dataset / "labelsTr" / f"{row['case_id']}.nii.gz").data
+        assert (label.sum() == 0) == (row["group"] == "sham")
+    sham = _cases("mouse", range(1), lesion=False)[0]
+    assert sham.group == "sham" and sham.label.sum() == 0 and sham.lesion_volume_mm3 == 0.0
+
+
+def test_domains_differ_in_geometry_and_overrides_keep_the_field_of_view():
+    mouse, rat = DOMAINS["mouse"], DOMAINS["rat"]
+    assert (mouse.matrix, mouse.n_slices, rat.matrix, rat.n_slices) == (256, 32, 256, 18)
+    assert mouse.spacing == pytest.approx((0.0997441, 0.0997441, 0.5), rel=1e-5)
+    assert rat.spacing == pytest.approx((0.125, 0.125, 1.0))
+    assert rat.anatomy.brain_semi_axes_mm[0] > 1.4 * mouse.anatomy.brain_semi_axes_mm[0]
+    assert (rat.noise_sigma, rat.contrast) != (mouse.noise_sigma, mouse.contrast)
+    small = domain_spec("mouse", matrix=64, n_slices=16)
+    assert small.spacing[0] * 64 == pytest.approx(mouse.fov_mm)
+    assert small.spacing[2] * 16 == pytest.approx(mouse.n_slices * mouse.slice_thickness_mm)
+    brain_mm3 = {}
+    for domain in ("mouse", "rat"):
+        case = _cases(domain, range(1), matrix=40)[0]
+        spec = domain_spec(domain, matrix=40)
+        assert case.image.shape == (40, 40, spec.n_slices) and case.image.dtype == np.int16
+        brain_mm3[domain] = case.brain_mask.sum() * np.prod(spec.spacing)
+    assert brain_mm3["rat"] > 2.5 * brain_mm3["mouse"]
+
+
+def test_affine_is_as_acquired_not_ras_with_slices_front_to_back(mouse_dataset):
+    image = nib.load(mouse_dataset / "imagesTr" / "mouse_000_0000.nii.gz")
+    codes = nib.aff2axcodes(image.affine)
+    assert codes != ("R", "A", "S")
+    assert codes[2] in ("A", "P")  # the thick-slice axis runs anterior-posterior
+    assert int(image.header["qform_code"]) == 1 and int(image.header["sform_code"]) == 1
+    assert np.allclose(image.get_qform(), image.get_sform())
+    assert image.header.get_zooms()[2] == pytest.approx(0.5)
+    assert image.get_data_dtype() == np.int16
+    assert nib.load(mouse_dataset / "labelsTr" / "mouse_000.nii.gz").get_data_dtype() == np.uint8
+
+
+def test_dataset_json_and_cases_csv_match_the_files(mouse_dataset):
+    meta = json.loads((mouse_dataset / "dataset.json").read_text())
+    assert meta["numTraining"] == 8 and meta["file_ending"] == ".nii.gz" and meta["domain"] == "mouse"
+    assert meta["channel_names"] == {"0": "T2w"} and meta["labels"] == {"background": 0, "lesion": 1}
+    assert meta["generator"]["module"] == "lesionseg.data.synthetic"
+    assert (meta["generator"]["seed"], meta["generator"]["matrix"], meta["generator"]["n_slices"]) == (3, 48, 32)
+    with (mouse_dataset / "cases.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == ["case_id", "group", "lesion_volume_mm3", "spacing"]
+        rows = list(reader)
+    assert [r["case_id"] for r in rows] == [f"mouse_{i:03d}" for i in range(8)]
+    assert len(list((mouse_dataset / "imagesTr").iterdir())) == len(list((mouse_dataset / "labelsTr").iterdir())) == 8
+    for row in rows:
+        image = read_volume(mouse_dataset / "imagesTr" / f"{row['case_id']}_0000.nii.gz")
+        label = read_volume(mouse_dataset / "labelsTr" / f"{row['case_id']}.nii.gz")
+        assert np.allclose(image.affine, label.affine) and image.data.shape == label.data.shape == (48, 48, 32)
+        assert row["spacing"] == "x".join(f"{s:.6g}" for s in image.spacing) == "0.531969x0.531969x0.5"
+        voxel_mm3 = float(np.prod(image.spacing))
+        assert float(row["lesion_volume_mm3"]) == pytest.approx(label.data.sum() * voxel_mm3, rel=1e-6, abs=1e-9)
+        assert row["group"] in ("MCAo", "sham")
+
+
+def test_bad_arguments_name_the_argument(tmp_path):
+    with pytest.raises(ValueError, match="name"):
+        domain_spec("hamster")
+    with pytest.raises(ValueError, match="matrix"):
+        domain_spec("rat", matrix=8)
+    with pytest.raises(ValueError, match="sham_fraction"):
+        synthesize_dataset("rat", 4, 0, tmp_path / "x", sham_fraction=1.5)
+    with pytest.raises(ValueError, match="n_cases"):
+        synthesize_dataset("rat", 0, 0, tmp_path / "x")
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,86 @@
+"""A tiny fine-tune logged to a real MLflow SQLite store: params, per-epoch metrics, tags, model, registry."""
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lesionseg.errors import TrackingError
+from lesionseg.runs import train_tracked
+from lesionseg.specs import finetune_spec, pretrain_spec
+from lesionseg.tracking import store
+from lesionseg.tracking.callback import MlflowCallback
+from lesionseg.tracking.registry import TARGET_MODEL
+
+
+def _metric_steps(client, run_id, key):
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def test_pretrain_then_partial_finetune_logs_everything(tiny_project, tiny_params):
+    root = tiny_project
+    pre = train_tracked(pretrain_spec(tiny_params, "ratlesnetv2", root), root, root / "models/pretrained/ratlesnetv2",
+                        root / "checkpoints/pre", register_as="ratlesnetv2-rat", progress=False)
+    assert (root / "models/pretrained/ratlesnetv2/model.pt").exists()
+    spec = finetune_spec(tiny_params, "ratlesnetv2", "partial", 4, "noaug", root)
+    result = train_tracked(spec, root, root / "models/finetune/x", root / "checkpoints/x", register_as=TARGET_MODEL,
+                           progress=False)
+    client = MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.info.run_name == "ratlesnetv2/partial-d5/n4/noaug"
+    assert client.get_experiment(run.info.experiment_id).name == "lesionseg-finetune"
+    params, tags = run.data.params, run.data.tags
+    assert params["strategy"] == "partial" and params["freeze_depth"] == "5" and params["sample_size"] == "4"
+    assert params["train.lr"] == "0.01" and params["network.filters"] == "4"
+    assert tags["model"] == "ratlesnetv2" and tags["strategy"] == "partial" and tags["augment"] == "false"
+    assert tags["frozen_blocks"] == "conv1,block1,block2,block3,bottleneck1"
+    assert "matched" in tags["pretrained_load"]
+    assert tags["dvc_stage"] == "finetune" and "git_commit" in tags and tags["git_dirty"] in ("true", "false", "unknown")
+    for key in ("train_loss", "val_dice", "lr"):
+        assert _metric_steps(client, run.info.run_id, key) == [1, 2]
+    assert run.data.metrics["epochs_run"] == 2
+    inputs = run.inputs.dataset_inputs
+    assert inputs and inputs[0].dataset.name == "mouse-train-n4"
+    assert "curves/history.tsv" in [a.path for a in client.list_artifacts(run.info.run_id, "curves")]
+    version = client.get_model_version(TARGET_MODEL, result["version"])
+    assert version.tags["strategy"] == "partial" and version.tags["run_id"] == result["run_id"]
+    assert client.get_model_version("ratlesnetv2-rat", pre["version"]).tags["strategy"] == "scratch"
+    # the logged network takes another volume size and a batch of two (not pinned by a pt2 export)
+    import torch
+
+    network = mlflow.pytorch.load_model(result["network_uri"])
+    assert tuple(network(torch.zeros(2, 1, 16, 12, 8)).shape) == (2, 2, 16, 12, 8)
+
+
+def test_resume_after_crash_continues_the_same_run(tiny_project, tiny_params, monkeypatch):
+    root = tiny_project
+    spec = finetune_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
+    spec = spec.__class__(**{**spec.__dict__, "train": spec.train.__class__(**{**spec.train.__dict__, "epochs": 3})})
+    original = MlflowCallback.on_epoch_end
+
+    def crash_at_two(self, epoch, metrics, state):
+        original(self, epoch, metrics, state)
+        if epoch == 2:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(MlflowCallback, "on_epoch_end", crash_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_tracked(spec, root, root / "models/out", root / "checkpoints/c", register_as=TARGET_MODEL,
+                      progress=False)
+    monkeypatch.setattr(MlflowCallback, "on_epoch_end", original)
+    client = MlflowClient()
+    crashed = client.search_runs([store.ensure_experiment("lesionseg-finetune", root)])
+    assert len(crashed) == 1 and crashed[0].info.status == "FAILED"
+    result = train_tracked(spec, root, root / "models/out", root / "checkpoints/c", register_as=TARGET_MODEL,
+                           progress=False)
+    assert result["run_id"] == crashed[0].info.run_id
+    assert _metric_steps(client, result["run_id"], "val_dice") == [1, 2, 3]
+    assert client.get_run(result["run_id"]).data.tags["resumed_from_epoch"] == "2"
+    assert len(client.search_model_versions(f"name='{TARGET_MODEL}'")) == 1
+
+
+def test_unreachable_tracking_server_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.raises(TrackingError) as err:
+        store.connect(tmp_path)
+    assert "http://127.0.0.1:9 is unreachable" in str(err.value) and "\n" not in str(err.value)

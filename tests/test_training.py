@@ -1,0 +1,168 @@
+"""The training core on tiny in-memory data: loss, one epoch, fit, checkpoints, resume, determinism."""
+import numpy as np
+import pytest
+import torch
+
+from lesionseg.config import AugmentConfig, TrainConfig
+from lesionseg.networks import build_network, freeze_blocks, network_blocks
+from lesionseg.training.data import train_loader
+from lesionseg.training.engine import build_loss, evaluate, selection_dice
+from lesionseg.training.fit import BEST, LAST, FitState, fit, load_checkpoint
+from lesionseg.training.transforms import train_transforms
+
+SHAPE = (16, 16, 8)
+
+
+def _items(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        label = np.zeros(SHAPE, np.float32)
+        if i % 4:  # every 4th case is a sham
+            x, y = rng.integers(3, 9, size=2)
+            label[x:x + 5, y:y + 5, 2:6] = 1
+        image = rng.normal(0, 0.3, SHAPE).astype(np.float32) + 2 * label
+        items.append({"case_id": f"c{i}", "image": image[None], "label": label[None], "affine": np.eye(4)})
+    return items
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_network("unet", channels=(4, 8), strides=(2,), num_res_units=0)
+
+
+class Recorder:
+    def __init__(self):
+        self.epochs, self.started, self.ended = [], None, None
+
+    def on_fit_start(self, state, resumed):
+        self.started = (state.epoch, resumed)
+
+    def on_epoch_end(self, epoch, metrics, state):
+        self.epochs.append((epoch, metrics))
+
+    def on_fit_end(self, state):
+        self.ended = state
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Recorder):
+    def __init__(self, epoch):
+        super().__init__()
+        self.crash_epoch = epoch
+
+    def on_epoch_end(self, epoch, metrics, state):
+        super().on_epoch_end(epoch, metrics, state)
+        if epoch == self.crash_epoch:
+            raise Crash()
+
+
+def _fit(tmp_path, config, callbacks=(), resume=False):
+    torch.set_num_threads(1)
+    model = _model()
+    loader = train_loader(_items(6), train_transforms(None), config.batch_size, config.seed)
+    state = fit(model, build_loss(config.loss), loader, _items(3, seed=1), config, tmp_path, roi_size=SHAPE,
+                callbacks=callbacks, resume=resume, progress=False)
+    return model, state
+
+
+def test_fit_writes_checkpoints_and_reports_every_epoch(tmp_path):
+    recorder = Recorder()
+    _, state = _fit(tmp_path, TrainConfig(epochs=2, lr=1e-2, patience=5), [recorder])
+    assert [e for e, _ in recorder.epochs] == [1, 2]
+    assert set(recorder.epochs[0][1]) >= {"train_loss", "val_dice", "lr"}
+    assert recorder.started == (0, False) and recorder.ended is state
+    assert (tmp_path / LAST).exists() and (tmp_path / BEST).exists()
+    saved = load_checkpoint(tmp_path / LAST)
+    assert saved["state"]["epoch"] == 2 and len(saved["state"]["history"]) == 2
+    assert load_checkpoint(tmp_path / BEST)["epoch"] == state.best_epoch
+
+
+def test_resume_after_crash_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    config = TrainConfig(epochs=3, lr=1e-2, patience=10, seed=3)
+    full_model, full_state = _fit(tmp_path / "full", config)
+    with pytest.raises(Crash):
+        _fit(tmp_path / "crashed", config, [CrashAt(2)])
+    recorder = Recorder()
+    resumed_model, resumed_state = _fit(tmp_path / "crashed", config, [recorder], resume=True)
+    assert recorder.started == (2, True)
+    assert [e for e, _ in recorder.epochs] == [3]
+    assert [h["epoch"] for h in resumed_state.history] == [1, 2, 3]
+    for (name, a), (_, b) in zip(full_model.state_dict().items(), resumed_model.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
+def test_early_stopping_after_patience(tmp_path):
+    # lr=0 on a frozen network: val Dice never improves after epoch 1, so patience 1 stops at epoch 2
+    torch.set_num_threads(1)
+    model = _model()
+    loader = train_loader(_items(4), train_transforms(None), 2, 0)
+    config = TrainConfig(epochs=10, lr=1e-12, patience=1)
+    state = fit(model, build_loss("dice"), loader, _items(2), config, tmp_path, roi_size=SHAPE, progress=False)
+    assert state.stopped_early and state.epoch == 2 and state.best_epoch == 1
+
+
+def test_deep_supervision_output_trains(tmp_path):
+    torch.set_num_threads(1)
+    model = build_network("dynunet", filters=(4, 8, 16))
+    loader = train_loader(_items(2), train_transforms(None), 2, 0)
+    state = fit(model, build_loss("dicece"), loader, _items(1), TrainConfig(epochs=1, loss="dicece"), tmp_path,
+                roi_size=SHAPE, progress=False)
+    assert np.isfinite(state.history[0]["train_loss"])
+
+
+def test_frozen_blocks_stay_put_through_fit(tmp_path):
+    torch.set_num_threads(1)
+    model = _model()
+    frozen = freeze_blocks(model, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loader = train_loader(_items(4), train_transforms(None), 2, 0)
+    fit(model, build_loss("dice"), loader, _items(2), TrainConfig(epochs=1, lr=1e-2), tmp_path, roi_size=SHAPE,
+        progress=False)
+    after = model.state_dict(keep_vars=True)
+    blocks = dict(network_blocks(model))
+    frozen_tensors = {id(t) for name in frozen for t in blocks[name].state_dict(keep_vars=True).values()}
+    frozen_keys = {k for k, t in after.items() if id(t) in frozen_tensors}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert frozen_keys and changed, "some tensors are frozen and some train"
+    assert not changed & frozen_keys
+    assert any("running_mean" in k for k in frozen_keys), "BatchNorm statistics are part of the frozen block"
+
+
+def test_augmented_loader_is_repeatable():
+    transform = train_transforms(AugmentConfig(flip_prob=1.0, noise_prob=1.0))
+    draws = []
+    for _ in range(2):
+        loader = train_loader(_items(4), transform, 2, seed=5)
+        from lesionseg.training.engine import seed_epoch
+
+        seed_epoch(5, 1, loader)
+        draws.append(torch.cat([b["image"] for b in loader]))
+    assert torch.equal(draws[0], draws[1])
+
+
+def test_selection_dice_scores_shams():
+    empty = np.zeros((4, 4, 4), bool)
+    blob = empty.copy()
+    blob[1:3, 1:3, 1:3] = True
+    assert selection_dice(empty, empty) == 1.0
+    assert selection_dice(blob, empty) == 0.0
+    assert selection_dice(blob, blob) == 1.0
+
+
+def test_evaluate_perfect_predictor():
+    class Oracle(torch.nn.Module):
+        def forward(self, x):  # lesion logit high where the image is bright
+            return torch.cat([-x + 1.0, x - 1.0], dim=1)
+
+    items = _items(3)
+    for it in items:
+        it["image"] = it["label"] * 4.0
+    assert evaluate(Oracle(), items, SHAPE, torch.device("cpu"))["val_dice"] == pytest.approx(1.0)
+
+
+def test_fit_state_defaults():
+    assert FitState().epoch == 0
