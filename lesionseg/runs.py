@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -117,6 +118,9 @@ def train_tracked(
     store.connect(project_root)
     setup = setup_training(spec)
     run_id = _resumable_run(checkpoint_dir, spec.fingerprint()) if resume else None
+    launched = os.environ.get("MLFLOW_RUN_ID")  # set by `mlflow run`: log into the run it opened
+    if launched and run_id not in (None, launched):
+        run_id = None
     if run_id is None:
         _clear_checkpoints(checkpoint_dir)
     experiment_id = store.ensure_experiment(store.EXPERIMENTS[spec.stage], project_root)
@@ -133,6 +137,8 @@ def train_tracked(
         history = pd.DataFrame(state.history)
         result = _finish_run(spec, setup.model, setup.roi_size, history, out_dir, register_as, run.info.run_id,
                              project_root, tags or {})
+        write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint(),
+                                                 "finished": True})
     return result
 
 
@@ -173,7 +179,9 @@ def _resumable_run(checkpoint_dir: Path, fingerprint: str) -> str | None:
     if not (marker.exists() and (checkpoint_dir / "last.pt").exists()):
         return None
     saved = read_json(marker)
-    return saved["run_id"] if saved.get("fingerprint") == fingerprint else None
+    if saved.get("finished") or saved.get("fingerprint") != fingerprint:
+        return None
+    return saved["run_id"]
 
 
 def _clear_checkpoints(checkpoint_dir: Path) -> None:
@@ -185,7 +193,7 @@ def log_run_start(spec: RunSpec, project_root: Path, model_info: dict) -> None:
     """Params, lineage tags and the training-set manifest (as an MLflow dataset input) of a new run."""
     params = {
         "model": spec.model, "strategy": spec.strategy, "freeze_depth": spec.freeze_depth,
-        "sample_size": spec.sample_size, "augment": spec.augment, "domain": spec.domain,
+        "sample_size": spec.sample_size, "augment": "aug" if spec.augment else "noaug", "domain": spec.domain,
         "pretrained": str(spec.pretrained) if spec.pretrained else "",
         "n_train": len(spec.train_ids), "n_val": len(spec.val_ids),
         **flatten({"network": spec.network}), **flatten({"train": spec.train}), **flatten(spec.extra_params),
