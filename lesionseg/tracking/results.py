@@ -45,3 +45,19 @@ def choose_challenger(runs: Sequence[Mapping]) -> Mapping | None:
     best = max(registered, key=lambda r: (r["best_val_dice"], int(r["version"])))
     set_alias(best["registered_model"], CHALLENGER, str(best["version"]))
     return best
+
+
+def log_study_report(report_dir: Path, headline: Mapping, project_root: Path) -> str:
+    """One MLflow "study" run (experiment lesionseg-eval) holding the report's files and headline numbers."""
+    import mlflow
+
+    from lesionseg.config import flatten
+    from lesionseg.tracking import lineage, store
+
+    experiment_id = store.ensure_experiment(store.EXPERIMENTS["report"], project_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="study-report") as run:
+        mlflow.set_tags({"kind": "study", **lineage.git_tags(project_root), **lineage.dvc_tags("report")})
+        numbers = {k.replace("/", "_"): v for k, v in flatten(headline).items() if isinstance(v, (int, float))}
+        mlflow.log_metrics({k: float(v) for k, v in numbers.items()})
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+        return run.info.run_id

@@ -16,10 +16,14 @@ from lesionseg.metrics import dice
 
 def build_loss(name: str) -> nn.Module:
     """Soft Dice (the seed study's) or Dice + cross-entropy, on 2-class logits; wrapped so that deep
-    supervision outputs (a list of logits at several scales) are handled too."""
+    supervision outputs (a list of logits at several scales) are handled too.
+
+    The Dice term covers the lesion channel only (the background's Dice is near 1 and would drown the
+    lesion's gradient) and is pooled over the batch, so a sham (empty mask) in a batch is well defined.
+    """
     base = {
-        "dice": lambda: DiceLoss(to_onehot_y=True, softmax=True),
-        "dicece": lambda: DiceCELoss(to_onehot_y=True, softmax=True),
+        "dice": lambda: DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True),
+        "dicece": lambda: DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, batch=True),
     }[name]()
     return DeepSupervisionLoss(base, weight_mode="exp")
 

@@ -1,0 +1,338 @@
+"""Training cost per network (seconds per step, peak memory) and the platform's overhead over bare PyTorch.
+
+``python benchmarks/bench_training.py [--quick]``. Two parts:
+
+1. One training step (batch 2, forward + backward + Adam step, the platform's Dice loss) of each network at the
+   demo size (48x32x32, params.yaml's network configs) and at paper size (160x32x96, RatLesNetV2 at 32 filters,
+   UNETR img_size = the volume), ``torch.set_num_threads(2)``. Each (network, size) runs in its own process so
+   that its peak RSS (``getrusage``) is its own; on CUDA ``torch.cuda.max_memory_allocated`` is reported too.
+2. Overhead, same network, data and number of steps: (a) a bare PyTorch loop over pre-stacked tensors vs (b)
+   ``engine.train_one_epoch`` with the MONAI loader (``train_loader`` + ``train_transforms(None)``), and (c)
+   ``fit`` with an ``MlflowCallback`` logging to a temp SQLite store vs (d) ``fit`` without callbacks (one epoch
+   + validation each). Repeats are interleaved (a, b, a, b, ...) so that machine drift hits both alike.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common as c
+
+N_THREADS = 2
+BATCH = 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 1: one training step per network, one child process per (network, size)
+
+
+def _lesion_batch(shape, device):
+    import torch
+
+    torch.manual_seed(0)
+    image = torch.randn(BATCH, 1, *shape, device=device)
+    grids = torch.meshgrid(*[torch.arange(s, device=device, dtype=torch.float32) for s in shape], indexing="ij")
+    dist = sum(((g - s * 0.4) / (s * 0.2)) ** 2 for g, s in zip(grids, shape))
+    label = (dist < 1).float()[None, None].expand(BATCH, 1, *shape).contiguous()
+    image = image + 2 * label
+    return image, label
+
+
+def child_step(name: str, network: dict, shape: list[int], steps: int, warmup: int) -> dict:
+    """Time ``steps`` training steps (after ``warmup``) of one network; runs inside a fresh process."""
+    import torch
+
+    from lesionseg.networks import build_network
+    from lesionseg.training.engine import build_loss, resolve_device
+
+    torch.set_num_threads(N_THREADS)
+    device = resolve_device("auto")
+    rss_start = c.rss_mb()
+    torch.manual_seed(0)
+    model = build_network(name, **network).to(device).train()
+    loss_fn = build_loss("dice")
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    image, label = _lesion_batch(shape, device)
+    rss_ready = c.rss_mb()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        out = model(image)
+        if out.dim() == image.dim() + 1:  # DynUNet deep supervision, as engine.train_one_epoch does
+            out = list(torch.unbind(out, dim=1))
+        loss_fn(out, label).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    times = c.median_times(step, steps, warmup)
+    result = {
+        "network": name, "shape": shape, "params": sum(p.numel() for p in model.parameters()),
+        "times": times, "rss_start_mb": rss_start, "rss_ready_mb": rss_ready, "peak_rss_mb": c.peak_rss_mb(),
+        "device": str(device), "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def run_child(name: str, network: dict, shape: list[int], steps: int, warmup: int, timeout: int = 600) -> dict:
+    spec = json.dumps({"name": name, "network": network, "shape": shape, "steps": steps, "warmup": warmup})
+    started = time.perf_counter()
+    out = subprocess.run([c.PYTHON, __file__, "--child", spec], capture_output=True, text=True, timeout=timeout,
+                         cwd=c.ROOT)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        return {"network": name, "shape": shape, "error": (out.stderr.strip().splitlines() or ["?"])[-1][:200]}
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["process_s"] = time.perf_counter() - started
+    return result
+
+
+def step_section(quick: bool) -> tuple[list[str], list[dict]]:
+    configs = []
+    demo_steps, paper_steps = (2, 1) if quick else (5, 2)
+    for name, net in c.DEMO_NETWORKS.items():
+        configs.append(("demo", name, net, c.DEMO_SHAPE, demo_steps))
+    paper_nets = {"unet": c.PAPER_NETWORKS["unet"]} if quick else c.PAPER_NETWORKS
+    for name, net in paper_nets.items():
+        configs.append(("paper", name, net, c.PAPER_SHAPE, paper_steps))
+    results = []
+    rows = []
+    for size, name, net, shape, steps in configs:
+        r = run_child(name, net, shape, steps, warmup=1)
+        r["size"] = size
+        results.append(r)
+        print(f"  step {size} {name}: {r.get('times', r.get('error'))}", file=sys.stderr)
+        shape_s = "x".join(map(str, shape))
+        if "error" in r:
+            rows.append([size, name, shape_s, "-", "failed: " + r["error"], "-", "-", "-"])
+            continue
+        cuda = f"{r['cuda_peak_mb']:.0f}" if "cuda_peak_mb" in r else "-"
+        rows.append([
+            size, f"{name} {_net_short(name, net)}", shape_s, f"{r['params'] / 1e6:.2f} M",
+            f"**{c.med(r['times']):.3f}** ({c.spread(r['times'])}, n={len(r['times'])})",
+            f"{r['peak_rss_mb']:.0f}", f"{r['peak_rss_mb'] - r['rss_ready_mb']:.0f}", cuda,
+        ])
+    device = results[0].get("device", "?")
+    lines = [
+        "### Seconds per training step and peak memory",
+        "",
+        f"Batch {BATCH}, forward + backward + Adam step with the platform's soft-Dice loss, on `{device}` with "
+        f"`torch.set_num_threads({N_THREADS})`; median of the timed steps after 1 warm-up step (n = timed steps, "
+        "range in brackets). Each row is a fresh process: *peak RSS* is that process's `ru_maxrss` "
+        "(Python + torch + MONAI + model + data + training), *training RSS* is the peak minus the RSS once "
+        "model and batch existed (activations, gradients, Adam state).",
+        "",
+        *c.table(["size", "network", "input (x,y,z)", "parameters", "s / step", "peak RSS MB",
+                  "training RSS MB", "CUDA peak MB"], rows),
+        "",
+    ]
+    return lines, results
+
+
+def _net_short(name: str, net: dict) -> str:
+    if name == "ratlesnetv2":
+        return f"(filters {net['filters']})"
+    if name == "unet":
+        return f"(channels {'-'.join(map(str, net['channels']))})"
+    if name == "dynunet":
+        return f"(filters {'-'.join(map(str, net['filters']))})"
+    return f"(hidden {net['hidden_size']}, feature {net['feature_size']})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 2: overhead of the platform's loop, loader and tracking
+
+
+def _bare_epoch(model, loss_fn, opt, batches) -> None:
+    model.train()
+    for image, label in batches:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(image), label)
+        loss.backward()
+        opt.step()
+
+
+def overhead_section(quick: bool, network: str = "unet") -> tuple[list[str], list[dict]]:
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+    from monai.losses import DiceLoss
+
+    from lesionseg.config import TrainConfig
+    from lesionseg.networks import build_network
+    from lesionseg.tracking.callback import MlflowCallback
+    from lesionseg.training.data import load_items, train_loader
+    from lesionseg.training.engine import build_loss
+    from lesionseg.training.fit import fit
+    from lesionseg.training.transforms import train_transforms
+
+    torch.set_num_threads(N_THREADS)
+    n_train, n_val = (4, 2) if quick else (16, 4)
+    pairs = 2 if quick else 7
+    tmp = Path(tempfile.mkdtemp(prefix="bench_training_"))
+    started = time.perf_counter()
+    prepared = c.make_prepared_mouse(tmp / "data", n_train + n_val)
+    data_s = time.perf_counter() - started
+    ids = sorted(p.stem for p in prepared.glob("*.npz"))
+    train_items, val_items = load_items(prepared, ids[:n_train]), load_items(prepared, ids[n_train:])
+    batches = [
+        (torch.as_tensor(c_stack([it["image"] for it in train_items[i:i + BATCH]])),
+         torch.as_tensor(c_stack([it["label"] for it in train_items[i:i + BATCH]])))
+        for i in range(0, n_train, BATCH)
+    ]
+    torch.manual_seed(0)
+    model = build_network(network, **c.DEMO_NETWORKS[network])
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    bare_loss = DiceLoss(to_onehot_y=True, softmax=True)
+    our_loss = build_loss("dice")
+    loader = train_loader(train_items, train_transforms(None), BATCH, seed=0)
+
+    def fresh_opt():
+        model.load_state_dict(init)
+        return torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    from lesionseg.training.engine import train_one_epoch
+
+    def run_a() -> float:
+        opt = fresh_opt()
+        t = time.perf_counter()
+        _bare_epoch(model, bare_loss, opt, batches)
+        return time.perf_counter() - t
+
+    def run_b() -> float:
+        opt = fresh_opt()
+        t = time.perf_counter()
+        train_one_epoch(model, our_loss, opt, loader, torch.device("cpu"), 1, progress=False)
+        return time.perf_counter() - t
+
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("bench", artifact_location=(tmp / "mlartifacts").as_uri())
+    config = TrainConfig(epochs=1, batch_size=BATCH, num_threads=N_THREADS, device="cpu", amp=False, patience=5)
+    roi = list(train_items[0]["image"].shape[1:])
+
+    def run_fit(callback: bool, system_metrics: bool = False) -> float:
+        model.load_state_dict(init)
+        ckpt = Path(tempfile.mkdtemp(dir=tmp))
+        if system_metrics:  # what train_tracked does: the callback inside an active run with system metrics
+            mlflow.set_tracking_uri(uri)
+            active = mlflow.start_run(experiment_id=experiment, log_system_metrics=True)
+            run_id = active.info.run_id
+        else:
+            run_id = client.create_run(experiment).info.run_id if callback else None
+        callbacks = [MlflowCallback(run_id, client)] if callback else []
+        t = time.perf_counter()
+        fit(model, our_loss, loader, val_items, config, ckpt, roi_size=roi, callbacks=callbacks, progress=False)
+        elapsed = time.perf_counter() - t
+        if system_metrics:
+            mlflow.end_run()
+        elif run_id:
+            client.set_terminated(run_id)
+        return elapsed
+
+    # warm-ups: first SQLite writes, first loader pass, allocator
+    run_a(), run_b(), run_fit(False), run_fit(True)
+    a, b, cc, d, e = [], [], [], [], []
+    for _ in range(pairs):
+        a.append(run_a())
+        b.append(run_b())
+    for _ in range(pairs):
+        d.append(run_fit(False))
+        cc.append(run_fit(True))
+        e.append(run_fit(True, system_metrics=True))
+    steps = len(batches)
+
+    def pct(x, y) -> str:
+        return f"{(c.med(x) / c.med(y) - 1) * 100:+.1f}%"
+
+    def paired(x, y) -> str:
+        return f"{(c.med([p / q for p, q in zip(x, y)]) - 1) * 100:+.1f}%"
+
+    def ok(x, y) -> str:
+        return "met" if c.med(x) / c.med(y) - 1 < 0.05 else "**missed**"
+
+    rows = [
+        ["(a) bare PyTorch loop (stacked tensors, `DiceLoss`)", f"{c.med(a):.3f}", spread_ms(a, steps), "-", "-", "-"],
+        ["(b) `train_one_epoch` + `train_loader` + `train_transforms(None)`", f"{c.med(b):.3f}", spread_ms(b, steps),
+         pct(b, a), paired(b, a), ok(b, a)],
+        ["(d) `fit`, 1 epoch + validation, no callback", f"{c.med(d):.3f}", spread_ms(d, steps), "-", "-", "-"],
+        ["(c) `fit` + `MlflowCallback` (temp SQLite store)", f"{c.med(cc):.3f}", spread_ms(cc, steps),
+         pct(cc, d), paired(cc, d), ok(cc, d)],
+        ["(e) = (c) inside `mlflow.start_run(log_system_metrics=True)` (as `train_tracked`)", f"{c.med(e):.3f}",
+         spread_ms(e, steps), pct(e, d), paired(e, d), "(info)"],
+    ]
+    mlflow_ms = (c.med(cc) - c.med(d)) * 1000
+    lines = [
+        "### Platform overhead over bare PyTorch",
+        "",
+        f"{network} (demo config) on {n_train} prepared demo mouse volumes (48x32x32; {steps} steps of batch {BATCH} "
+        f"per epoch) and {n_val} validation volumes; every repeat restarts from the same initial weights and a "
+        f"fresh Adam. {pairs} interleaved repeats of each variant (a, b, a, b, ... then d, c, e, d, c, e, ...) "
+        "after one warm-up each; medians. Overhead = median(variant) / median(reference) - 1; *paired* = median "
+        "of the per-repeat ratios. Target: < 5%.",
+        "",
+        *c.table(["variant", "s / epoch (median)", "ms / step (range)", "overhead", "paired overhead", "target"], rows),
+        "",
+        f"- The MLflow callback costs about {mlflow_ms:.0f} ms per fit (one `set_tag` at start, one `log_batch` per "
+        "epoch, three `log_metric` and a `set_tag` at the end); it is a fixed cost per epoch/run, not per step, so "
+        "its share shrinks with larger volumes, more steps and slower networks.",
+        f"- (Data: {n_train + n_val} synthetic mouse cases synthesised and prepared in {data_s:.1f} s, not timed above.)",
+        "",
+    ]
+    summary = [
+        c.figure(f"training overhead: `train_one_epoch` + MONAI loader vs bare loop ({network} demo)",
+                 f"{pct(b, a)} (paired {paired(b, a)})", "< 5%", c.med(b) / c.med(a) - 1 < 0.05),
+        c.figure(f"tracking overhead: `fit` + `MlflowCallback` vs `fit` ({network} demo, 1 epoch)",
+                 f"{pct(cc, d)} (paired {paired(cc, d)}; {mlflow_ms:.0f} ms per fit)", "< 5%",
+                 c.med(cc) / c.med(d) - 1 < 0.05),
+    ]
+    return lines, summary
+
+
+def c_stack(arrays):
+    import numpy as np
+
+    return np.stack(arrays)
+
+
+def spread_ms(values, steps: int) -> str:
+    return f"{c.med(values) / steps * 1000:.0f} ({min(values) / steps * 1000:.0f}-{max(values) / steps * 1000:.0f})"
+
+
+def run(quick: bool) -> tuple[str, list[dict]]:
+    started = time.perf_counter()
+    step_lines, results = step_section(quick)
+    over_lines, summary = overhead_section(quick)
+    steps = [c.figure(f"s / training step, {r['size']} size, {r['network']}",
+                      f"{c.med(r['times']):.3f} s" if "times" in r else "failed") for r in results]
+    text = "\n".join([
+        "## Training: seconds per step, memory, platform overhead",
+        "",
+        "`python benchmarks/bench_training.py" + (" --quick`" if quick else "`") + " (took "
+        f"{time.perf_counter() - started:.0f} s).",
+        "",
+        *step_lines,
+        *over_lines,
+    ])
+    return text, steps + summary
+
+
+def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        spec = json.loads(sys.argv[2])
+        result = child_step(spec["name"], spec["network"], spec["shape"], spec["steps"], spec["warmup"])
+        print("RESULT " + json.dumps(result))
+        return
+    args = c.cli(__doc__.splitlines()[0], "training")
+    text, summary = run(args.quick)
+    c.emit(text, args.out, summary)
+
+
+if __name__ == "__main__":
+    main()
