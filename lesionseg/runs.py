@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 from lesionseg.config import TrainConfig, flatten
 from lesionseg.data.io import read_json, write_json, write_text
 from lesionseg.data.preprocess import load_manifest
-from lesionseg.errors import ConfigError
+from lesionseg.errors import ConfigError, TrackingError
 from lesionseg.networks import build_network, freeze_blocks, load_pretrained, network_blocks
 from lesionseg.tracking import lineage, registry, store
 from lesionseg.serving import log_pyfunc_model
@@ -124,21 +124,27 @@ def train_tracked(
     if run_id is None:
         _clear_checkpoints(checkpoint_dir)
     experiment_id = store.ensure_experiment(store.EXPERIMENTS[spec.stage], project_root)
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=spec.run_name,
-                          log_system_metrics=True) as run:
-        write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint()})
-        if run_id is None:
-            log_run_start(spec, project_root, setup.model_info)
-            mlflow.set_tags({**(tags or {}), "dvc_out": _relative(out_dir, project_root)})
-        state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
-                    checkpoint_dir, roi_size=setup.roi_size, callbacks=[MlflowCallback(run.info.run_id)],
-                    resume=run_id is not None, progress=progress)
-        setup.model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
-        history = pd.DataFrame(state.history)
-        result = _finish_run(spec, setup.model, setup.roi_size, history, out_dir, register_as, run.info.run_id,
-                             project_root, tags or {})
-        write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint(),
-                                                 "finished": True})
+    try:
+        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=spec.run_name,
+                              log_system_metrics=True) as run:
+            write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint()})
+            if run_id is None:
+                log_run_start(spec, project_root, setup.model_info)
+                mlflow.set_tags({**(tags or {}), "dvc_out": _relative(out_dir, project_root)})
+            state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
+                        checkpoint_dir, roi_size=setup.roi_size, callbacks=[MlflowCallback(run.info.run_id)],
+                        resume=run_id is not None, progress=progress)
+            setup.model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
+            history = pd.DataFrame(state.history)
+            result = _finish_run(spec, setup.model, setup.roi_size, history, out_dir, register_as, run.info.run_id,
+                                 project_root, tags or {})
+            write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint(),
+                                                     "finished": True})
+    except Exception as err:
+        # When the store itself is gone, closing the run fails too; surface our one-line error, not that one.
+        if isinstance(err.__context__, TrackingError) and not isinstance(err, TrackingError):
+            raise err.__context__ from None
+        raise
     return result
 
 

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import time
 
+import mlflow
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from lesionseg.errors import TrackingError
 from lesionseg.training.fit import FitState
 
 EPOCH_METRICS = ("train_loss", "val_dice", "lr", "epoch_seconds")
@@ -28,7 +30,14 @@ class MlflowCallback:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, float(metrics[k]), now, epoch) for k in EPOCH_METRICS if k in metrics]
-        self.client.log_batch(self.run_id, metrics=batch)
+        try:
+            self.client.log_batch(self.run_id, metrics=batch)
+        except Exception as err:  # network/DB errors come in many types; the checkpoint is already on disk
+            reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+            raise TrackingError(
+                f"lost the MLflow tracking store {mlflow.get_tracking_uri()} after epoch {epoch} ({reason}); "
+                "the checkpoint is intact: bring the store back and re-run the stage to resume"
+            ) from None
 
     def on_fit_end(self, state: FitState) -> None:
         self.client.log_metric(self.run_id, "best_val_dice", state.best_val_dice)
