@@ -128,7 +128,7 @@ def run(quick: bool) -> tuple[str, list[dict]]:
         f"### Loading {info['n']} synthetic demo mouse cases (image + label each)",
         "",
         f"Median of {info['passes']} interleaved passes over the same cases after one untimed pass (files in the "
-        "page cache, as in training). Raw: 128x128x32 int16 `.nii.gz` (0.156 x 0.156 x 0.5 mm) resampled to "
+        "page cache, as in training). Raw: 128x128x32 int16 `.nii.gz` (0.2 x 0.2 x 0.5 mm) resampled to "
         "0.3 x 0.5 x 0.3 mm and cropped to 48x32x32, the demo's prepare settings.",
         "",
         *c.table(["source", "cases / s", "ms / case", "KiB / case on disk", "vs cache"], load_rows),

@@ -146,8 +146,7 @@ def run(quick: bool) -> tuple[str, list[dict]]:
         cmd = "dvc status" if key == "status" else f"dvc repro {'' if key == '(all)' else key}".strip()
         what = {"(all)": f"all {len(lock_stages)} stages in dvc.lock",
                 "subsets": "synthesize, prepare@target, split@target, subsets",
-                "status": f"all {len(yaml.safe_load((c.ROOT / 'dvc.yaml').read_text())['stages'])} stage "
-                          "definitions"}.get(key, key)
+                "status": "every stage of dvc.yaml"}.get(key, key)
         target = "-" if key == "status" else ("met" if c.med(values) < 5 else "**missed**")
         rows.append([f"`{cmd}`", what, f"**{c.med(values):.2f}**", c.spread(values), target])
     rows.append(["`dvc --version`", "CLI start-up alone", f"{t_version:.2f}", "-", "-"])

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +42,35 @@ def wait_idle(minutes: float) -> str:
         time.sleep(60)
         waited += 1
     return f"waited {waited} min for another `dvc repro` to finish" if waited else ""
+
+
+class LoadMonitor:
+    """Samples, every few seconds while a benchmark runs, whether another `dvc repro` runs and the load average."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval, self.samples, self.current = interval, [], ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.current:
+                self.samples.append((self.current, c.dvc_repro_running(), os.getloadavg()[0]))
+
+    def start(self) -> "LoadMonitor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def describe(self, name: str) -> str:
+        mine = [(busy, load) for n, busy, load in self.samples if n == name]
+        if not mine:
+            return "-"
+        busy = sum(b for b, _ in mine) / len(mine)
+        loads = [ld for _, ld in mine]
+        return f"{busy * 100:.0f}% | {min(loads):.1f}-{max(loads):.1f}"
 
 
 def run_one(name: str, quick: bool) -> tuple[str, list[dict], float]:
@@ -104,14 +135,18 @@ def main() -> None:
     machine = c.machine_lines()
     started = time.perf_counter()
     sections, summary, timings = [], [], []
+    monitor = LoadMonitor().start()
     for name in names:
+        monitor.current = name
         text, figs, elapsed = run_one(name, args.quick)
         sections.append(text.rstrip() + "\n")
         summary += figs
         timings.append(f"{name} {elapsed:.0f} s")
         print(f"   {name} done in {elapsed:.0f} s", file=sys.stderr, flush=True)
+    monitor.stop()
     total = time.perf_counter() - started
-    busy_after = c.dvc_repro_running()
+    busy_rows = [[n, monitor.describe(n)] for n in names]
+    any_busy = any(b for _, b, _ in monitor.samples)
     rows = [[f["figure"], f["value"], f["target"], f["status"]] for f in summary]
     header = [
         "# lesionseg benchmarks",
@@ -127,8 +162,16 @@ def main() -> None:
         "",
         *machine,
         *([f"- {waited}"] if waited else []),
-        *(["- Another `dvc repro` was running when the benchmarks finished."] if busy_after else []),
         "",
+        "Load while each benchmark ran (sampled every 5 s; the machine has 2 cores, so a 1-minute load above about "
+        "2 means the benchmark shared them):",
+        "",
+        "| benchmark | samples with another `dvc repro` running | 1-min load average (min-max) |",
+        "|---|---|---|",
+        *[f"| {n} | {d} |" for n, d in busy_rows],
+        "",
+        *(["**Another `dvc repro` ran during part of the measurement: absolute times from those benchmarks are "
+           "inflated and noisier; the side-by-side ratios are the figures to trust.**", ""] if any_busy else []),
         "## Summary",
         "",
         *c.table(["figure", "value", "target", "status"], rows),

@@ -45,6 +45,7 @@ command=${1:-}
 [ -n "$command" ] || { usage; exit 2; }
 shift
 while [ $# -gt 0 ]; do
+  case "$1" in -h|--help) ;; *) [ $# -ge 2 ] || die "$1 needs a value" ;; esac
   case "$1" in
     --bucket) LESIONSEG_BUCKET=$2; shift 2 ;;
     --s3-endpoint) MLFLOW_S3_ENDPOINT_URL=$2; shift 2 ;;
@@ -96,8 +97,9 @@ need_python() { [ -n "$PYTHON" ] || die "no python3 found; set PYTHON"; }
 healthy() {  # 0 when $1/health answers OK
   "$PYTHON" - "$1" <<'EOF' 2>/dev/null
 import sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
 try:
-    sys.exit(0 if urllib.request.urlopen(sys.argv[1].rstrip("/") + "/health", timeout=3).read().strip() == b"OK" else 1)
+    sys.exit(0 if opener.open(sys.argv[1].rstrip("/") + "/health", timeout=3).read().strip() == b"OK" else 1)
 except Exception:
     sys.exit(1)
 EOF

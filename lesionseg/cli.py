@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="Optuna study of freeze_depth and lr at one sample size")
     tune.add_argument("--sample-size", type=int, required=True)
     tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    tune.add_argument("--storage", default=None, help="Optuna storage (journal path or postgresql://...)")
+    tune.add_argument("--storage", default=None, help="Optuna storage (journal path or postgresql+psycopg2://...)")
     tune.add_argument("--join", action="store_true",
                       help="only run trials of an existing study (e.g. from another machine); no final retrain")
     tune.add_argument("--project", type=Path, default=Path.cwd(), help="project root with params.yaml")
@@ -135,15 +135,14 @@ def _ui(args: argparse.Namespace) -> None:
 
 def _tune(args: argparse.Namespace) -> None:
     from lesionseg.config import load_params
-    from lesionseg.study import tune_and_retrain, tune_config
-    from lesionseg.specs import finetune_spec
+    from lesionseg.study import tune_and_retrain, tune_base_spec, tune_config
     from lesionseg.tuning import open_study, run_trials
 
     root = args.project.resolve()
     params = load_params(root / "params.yaml")
     if args.join:
         cfg = tune_config(params, args.storage)
-        base = finetune_spec(params, params["tune"]["model"], "full", args.sample_size, "noaug", root, stage="tune")
+        base = tune_base_spec(params, args.sample_size, root)
         run_trials(open_study(args.sample_size, cfg, root), base, cfg, root)
         return
     outcome = tune_and_retrain(params, args.sample_size, root, workers=args.workers, storage=args.storage)

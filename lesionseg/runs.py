@@ -251,7 +251,7 @@ def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, history: pd.Dat
     if register_as:
         tags = {**tags, **{k: result[k] for k in ("model", "strategy", "freeze_depth", "sample_size", "augment",
                                                   "run_id")}}
-        tags.update({"val_dice": f"{result['best_val_dice']:.4f}", **lineage.git_tags(project_root),
+        tags.update({"augment": str(spec.augment).lower(), "val_dice": f"{result['best_val_dice']:.4f}", **lineage.git_tags(project_root),
                      **lineage.dvc_lock_hashes(project_root, _data_paths(spec))})
         result["registered_model"] = register_as
         result["version"] = registry.register_version(model_info.model_uri, register_as, tags,

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from lesionseg.config import from_mapping, section
 from lesionseg.data.io import write_json
-from lesionseg.runs import train_tracked
+from lesionseg.runs import RunSpec, train_tracked
 from lesionseg.specs import finetune_spec
 from lesionseg.tracking.registry import TARGET_MODEL
 from lesionseg.tuning import TuneConfig, log_study_summary, study_outcome, tune
@@ -23,6 +23,13 @@ def tune_config(params: Mapping[str, Any], storage: str | None = None) -> TuneCo
     return from_mapping(TuneConfig, values, "params.yaml tune")
 
 
+def tune_base_spec(params: Mapping[str, Any], sample_size: int, root: Path) -> RunSpec:
+    """The spec every trial starts from: tune.model, full fine-tuning, tune.train overrides applied."""
+    tune_section = section(params, "tune")
+    base = finetune_spec(params, tune_section["model"], "full", sample_size, "noaug", root, stage="tune")
+    return dataclasses.replace(base, train=dataclasses.replace(base.train, **(tune_section.get("train") or {})))
+
+
 def tune_and_retrain(params: Mapping[str, Any], sample_size: int, root: Path, *, workers: int = 1,
                      storage: str | None = None) -> dict[str, Any]:
     """Tune freeze_depth/lr at ``sample_size``, then retrain the best setting and register it (tag ``tuned``).
@@ -30,10 +37,8 @@ def tune_and_retrain(params: Mapping[str, Any], sample_size: int, root: Path, *,
     Writes ``tuning/n{N}/best.json`` and ``tuning/n{N}/plots/``; the final model goes to ``models/tuned/n{N}``.
     """
     cfg = tune_config(params, storage)
-    tune_section = section(params, "tune")
-    model = tune_section["model"]
-    base = finetune_spec(params, model, "full", sample_size, "noaug", root, stage="tune")
-    base = dataclasses.replace(base, train=dataclasses.replace(base.train, **(tune_section.get("train") or {})))
+    model = section(params, "tune")["model"]
+    base = tune_base_spec(params, sample_size, root)
     study = tune(base, cfg, root, workers=workers)
     outcome = study_outcome(study)
     out_dir = root / "tuning" / f"n{sample_size}"

@@ -18,7 +18,7 @@ from typing import Any
 import mlflow
 import optuna
 from mlflow.tracking import MlflowClient
-from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
@@ -50,7 +50,7 @@ class TuneConfig:
     pruner_percentile: float = 25.0
     pruner_threshold: float = 0.0  # threshold pruner: prune when val Dice is below this
     sampler_seed: int = 0
-    storage: str = "tuning/journal.log"  # a journal file path, or an RDB URL (postgresql://...)
+    storage: str = "tuning/journal.log"  # a journal file path, or an RDB URL (postgresql+psycopg2://...)
     heartbeat_s: int = 30  # RDB storages: a trial silent this long x3 is failed and retried
 
     def __post_init__(self) -> None:
@@ -65,14 +65,21 @@ def study_name(sample_size: int) -> str:
     return f"finetune-n{sample_size}"
 
 
+def _is_rdb_url(storage: str) -> bool:
+    return storage.split(":", 1)[0].split("+", 1)[0] in RDB_PREFIXES
+
+
 def open_storage(storage: str, project_root: str | Path, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
     """A journal file (relative paths are under the project root) or an RDB URL with heartbeats, so a dead
     worker's trial is failed and retried rather than left RUNNING."""
-    if storage.split(":", 1)[0].split("+", 1)[0] in RDB_PREFIXES:
+    if _is_rdb_url(storage):
         try:
             return RDBStorage(storage, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                              failed_trial_callback=RetryFailedTrialCallback(max_retry=2),
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
                               engine_kwargs={"pool_pre_ping": True})
+        except ImportError as err:
+            raise TrackingError(f"Optuna storage {_redact(storage)}: database driver missing ({err}); "
+                                "pip install psycopg2-binary and use postgresql+psycopg2://") from None
         except Exception as err:  # SQLAlchemy raises driver-specific errors
             reason = str(err).splitlines()[0][:160]
             raise TrackingError(
@@ -237,7 +244,7 @@ def ensure_parent_run(study: optuna.Study, base: RunSpec, cfg: TuneConfig, proje
                                     tags={"optuna_study": study.study_name, "sample_size": str(base.sample_size),
                                           "model": base.model})
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "storage"}
-    params["storage_kind"] = "rdb" if isinstance(study._storage, RDBStorage) else "journal"  # noqa: SLF001
+    params["storage_kind"] = "rdb" if _is_rdb_url(cfg.storage) else "journal"
     for key, value in params.items():
         MlflowClient().log_param(run.info.run_id, key, "" if value is None else value)
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny but real project (synthetic raw data -> prepared -> splits -> subsets)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -40,6 +41,8 @@ TINY_PARAMS = {
              "pruner_warmup_epochs": 0, "pruner_percentile": 25.0, "pruner_threshold": 0.0, "sampler_seed": 0,
              "storage": "tuning/journal.log", "heartbeat_s": 30, "train": {"epochs": 2}},
     "evaluate": {"n_overlays": 1},
+    "report": {"n_boot": 200, "seed": 0},
+    "promote": {"alpha": 0.05, "min_dice_gain": 0.0, "hd95_margin_mm": 0.5, "min_dice_first": 0.0},
 }
 
 
@@ -101,3 +104,20 @@ def tiny_params() -> dict:
     import copy
 
     return copy.deepcopy(TINY_PARAMS)
+
+
+@pytest.fixture
+def two_versions(tiny_project, tiny_params):
+    """Two registered lesionseg-mouse versions trained on the tiny project (v1: 1 epoch, v2: 2 epochs)."""
+    from lesionseg.runs import train_tracked
+    from lesionseg.specs import finetune_spec
+    from lesionseg.tracking.registry import TARGET_MODEL
+
+    root = tiny_project
+    results = []
+    for epochs, name in ((1, "a"), (2, "b")):
+        spec = finetune_spec(tiny_params, "unet", "scratch", 4, "noaug", root)
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
+        results.append(train_tracked(spec, root, root / "models" / "finetune" / name, root / "checkpoints" / name,
+                                     register_as=TARGET_MODEL, progress=False))
+    return root, results

@@ -38,7 +38,8 @@ def repo(tmp_path_factory):
     (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
     env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
-    env.pop("DVC_EXP_NAME", None)
+    for leaked in ("DVC_EXP_NAME", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(leaked, None)
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "tiny"], root, env)
@@ -50,7 +51,7 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     root, _, output = repo
     for stage in ("synthesize", "prepare@source", "prepare@target", "split@target", "subsets",
                   "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug", "baseline@unet-4-aug", "tune@4",
-                  "evaluate"):
+                  "evaluate", "report"):
         assert f"Running stage '{stage}'" in output, stage
     headline = json.loads((root / "metrics" / "test.json").read_text())
     assert set(headline) == {"ratlesnetv2-scratch-n4-noaug", "ratlesnetv2-partial-n4-noaug", "unet-scratch-n4-aug",
@@ -60,6 +61,8 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     challenger = client.get_model_version_by_alias("lesionseg-mouse", "challenger")
     assert challenger.tags["test_dice"]
+    assert (root / "reports" / "study" / "README.md").read_text().startswith("# lesionseg study report")
+    assert json.loads((root / "reports" / "study" / "headline.json").read_text())["n_models"] == 4
 
 
 def test_second_repro_does_nothing(repo):

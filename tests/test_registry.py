@@ -29,20 +29,6 @@ from lesionseg.tracking.registry import CHALLENGER, CHAMPION, TARGET_MODEL, set_
 from lesionseg.tracking.reproduce import reproduce_plan
 
 
-@pytest.fixture
-def two_versions(tiny_project, tiny_params):
-    """Two registered lesionseg-mouse versions trained on the tiny project (v1: 1 epoch, v2: 2 epochs)."""
-    root = tiny_project
-    results = []
-    for epochs, name in ((1, "a"), (2, "b")):
-        spec = finetune_spec(tiny_params, "unet", "scratch", 4, "noaug", root)
-        spec = spec.__class__(**{**spec.__dict__, "train": spec.train.__class__(**{**spec.train.__dict__,
-                                                                                   "epochs": epochs})})
-        results.append(train_tracked(spec, root, root / "models" / "finetune" / name, root / "checkpoints" / name,
-                                     register_as=TARGET_MODEL, progress=False))
-    return root, results
-
-
 def _test_ids(root):
     return read_json(root / "data" / "splits" / "mouse.json")["test"]
 

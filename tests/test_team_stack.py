@@ -9,7 +9,6 @@ import copy
 import dataclasses
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import TINY_PARAMS
-from stack import (AWS_KEY_ID, AWS_SECRET, BIN, CLIENT_ENV_DROP, GIT_ENV, PG_PASSWORD, SCRIPT, SECRETS, client_env,
+from stack import (AWS_KEY_ID, AWS_SECRET, CLIENT_ENV_DROP, PG_PORT, SCRIPT, SECRETS, client_env,
                    listening_addresses, mlflow_server, pg, run, s3, script, sha256_tree)  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
@@ -171,8 +170,6 @@ def test_two_workers_share_one_postgres_study(tuned, client, pg, mlflow_server):
     assert sorted(int(r.data.tags["optuna_trial"]) for r in children) == sorted(t.number for t in trials)
 
 
-@pytest.mark.xfail(strict=True, reason="lesionseg.tuning.ensure_parent_run tests isinstance(study._storage, "
-                   "RDBStorage), but Optuna wraps an RDB storage in _CachedStorage, so it logs 'journal'")
 def test_study_parent_run_records_the_rdb_storage_kind(tuned, client):
     from lesionseg.tuning import PARENT_RUN_ATTR
 
@@ -217,7 +214,7 @@ def test_server_binds_loopback_only(mlflow_server):
     assert "running" in status.stderr
     printed = script("env", env=mlflow_server.env).stdout
     assert f"export MLFLOW_TRACKING_URI={mlflow_server.url}\n" in printed
-    assert f"@127.0.0.1:5432/{mlflow_server.optuna_db}" in printed and not _leaks(printed)
+    assert f"@127.0.0.1:{PG_PORT}/{mlflow_server.optuna_db}" in printed and not _leaks(printed)
 
 
 def test_script_parses_and_refuses_missing_settings(tmp_path):

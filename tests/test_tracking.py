@@ -1,4 +1,5 @@
 """A tiny fine-tune logged to a real MLflow SQLite store: params, per-epoch metrics, tags, model, registry."""
+import dataclasses
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -53,7 +54,7 @@ def test_pretrain_then_partial_finetune_logs_everything(tiny_project, tiny_param
 def test_resume_after_crash_continues_the_same_run(tiny_project, tiny_params, monkeypatch):
     root = tiny_project
     spec = finetune_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
-    spec = spec.__class__(**{**spec.__dict__, "train": spec.train.__class__(**{**spec.train.__dict__, "epochs": 3})})
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=3))
     original = MlflowCallback.on_epoch_end
 
     def crash_at_two(self, epoch, metrics, state):

@@ -97,6 +97,6 @@ def test_dead_local_worker_trial_is_failed_and_requeued(tiny_project, tiny_param
 
 def test_unreachable_storage_url_is_a_clear_error(tmp_path):
     with pytest.raises(TrackingError) as err:
-        open_storage("postgresql://lesion:secret@127.0.0.1:9/nodb", tmp_path)
+        open_storage("postgresql+psycopg2://lesion:secret@127.0.0.1:9/nodb", tmp_path)
     message = str(err.value)
     assert "is unreachable" in message and "secret" not in message and "\n" not in message

@@ -38,8 +38,7 @@ def connect(project_root: str | Path) -> str:
     """Point MLflow at the project's store and check it answers; returns the tracking URI."""
     uri = default_tracking_uri(project_root)
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:"):
-        mlflow.set_registry_uri(uri)
+    mlflow.set_registry_uri(uri)  # the registry follows the store (and replaces one an earlier connect() set)
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # MLflow raises several types for network/DB failures
