@@ -123,7 +123,7 @@ def machine_lines() -> list[str]:
         f"- Python {platform.python_version()}, torch {_version('torch')}, monai {_version('monai')}, "
         f"mlflow {_version('mlflow')}, numpy {_version('numpy')}, dvc {_version('dvc')}, "
         f"nibabel {_version('nibabel')}",
-        f"- Another `dvc repro` running during the measurement: {busy}",
+        f"- Another `dvc repro` running when the benchmarks started: {busy}",
     ]
 
 

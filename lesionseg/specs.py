@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from lesionseg.config import STRATEGIES, TrainConfig, from_mapping, section
 from lesionseg.data.io import read_json
 from lesionseg.errors import ConfigError
+from lesionseg.networks import NETWORKS
 from lesionseg.runs import RunSpec
 
 AUGMENT_FLAGS = {"aug": True, "noaug": False}
@@ -27,6 +28,9 @@ def train_config(params: Mapping[str, Any], stage: str) -> TrainConfig:
 
 
 def network_kwargs(params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """Keyword arguments of ``model`` from params.yaml ``networks:`` (unknown names are a ConfigError)."""
+    if model not in NETWORKS:
+        raise ConfigError(f"model={model!r} is not a known network; choose one of {sorted(NETWORKS)}")
     networks = section(params, "networks")
     if model not in networks:
         raise ConfigError(f"params.yaml: networks.{model} is missing; known networks: {sorted(networks)}")

@@ -96,6 +96,7 @@ def tiny_project(tiny_data, tmp_path, monkeypatch) -> Path:
     shutil.copytree(tiny_data / "models", root / "models")
     (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # mlflow.set_registry_uri exports it
     return root
 
 

@@ -58,7 +58,8 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
                              "tuned-n4"}
     assert (root / "tuning" / "n4" / "best.json").exists()
     assert list((root / "reports" / "overlays").glob("*/*.png"))
-    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     challenger = client.get_model_version_by_alias("lesionseg-mouse", "challenger")
     assert challenger.tags["test_dice"]
     assert (root / "reports" / "study" / "README.md").read_text().startswith("# lesionseg study report")
@@ -87,7 +88,7 @@ def test_mlflow_project_entry_point_logs_into_its_run(repo):
     root, env, _ = repo
     _run(["mlflow", "run", ".", "-e", "finetune", "-P", "model=ratlesnetv2", "-P", "strategy=scratch",
           "-P", "sample_size=4", "--env-manager", "local", "--experiment-name", "lesionseg-finetune"], root, env)
-    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesionseg-finetune")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`mlflow.project.entryPoint` = 'finetune'")
     assert len(runs) == 1
