@@ -127,24 +127,32 @@ def train_tracked(
     try:
         with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=spec.run_name,
                               log_system_metrics=True) as run:
-            write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint()})
-            if run_id is None:
-                log_run_start(spec, project_root, setup.model_info)
-                mlflow.set_tags({**(tags or {}), "dvc_out": _relative(out_dir, project_root)})
-            state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
-                        checkpoint_dir, roi_size=setup.roi_size, callbacks=[MlflowCallback(run.info.run_id)],
-                        resume=run_id is not None, progress=progress)
-            setup.model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
-            history = pd.DataFrame(state.history)
-            result = _finish_run(spec, setup.model, setup.roi_size, history, out_dir, register_as, run.info.run_id,
-                                 project_root, tags or {})
-            write_json(checkpoint_dir / "run.json", {"run_id": run.info.run_id, "fingerprint": spec.fingerprint(),
-                                                     "finished": True})
+            result = _train_in_run(spec, setup, run.info.run_id, resumed=run_id is not None,
+                                   project_root=project_root, out_dir=out_dir, checkpoint_dir=checkpoint_dir,
+                                   register_as=register_as, tags=tags or {}, progress=progress)
     except Exception as err:
         # When the store itself is gone, closing the run fails too; surface our one-line error, not that one.
         if isinstance(err.__context__, TrackingError) and not isinstance(err, TrackingError):
             raise err.__context__ from None
         raise
+    return result
+
+
+def _train_in_run(spec: RunSpec, setup: "TrainingSetup", run_id: str, *, resumed: bool, project_root: Path,
+                  out_dir: Path, checkpoint_dir: Path, register_as: str | None, tags: dict[str, str],
+                  progress: bool) -> dict[str, Any]:
+    """Inside the active run: log the start (new runs only), fit, then log/register the best model."""
+    marker = {"run_id": run_id, "fingerprint": spec.fingerprint()}
+    write_json(checkpoint_dir / "run.json", marker)
+    if not resumed:
+        log_run_start(spec, project_root, setup.model_info)
+        mlflow.set_tags({**tags, "dvc_out": _relative(out_dir, project_root)})
+    state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train, checkpoint_dir,
+                roi_size=setup.roi_size, callbacks=[MlflowCallback(run_id)], resume=resumed, progress=progress)
+    setup.model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
+    result = _finish_run(spec, setup.model, setup.roi_size, pd.DataFrame(state.history), out_dir, register_as,
+                         run_id, project_root, tags)
+    write_json(checkpoint_dir / "run.json", {**marker, "finished": True})
     return result
 
 
