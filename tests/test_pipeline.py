@@ -95,3 +95,32 @@ def test_mlflow_project_entry_point_logs_into_its_run(repo):
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.params["strategy"] == "scratch" and "val_dice" in run.data.metrics
+
+
+def _lock_has(root: Path, stage: str, epochs: int) -> bool:
+    lock = yaml.safe_load((root / "dvc.lock").read_text()) if (root / "dvc.lock").exists() else {}
+    entry = (lock or {}).get("stages", {}).get(stage, {})
+    return entry.get("params", {}).get("params.yaml", {}).get("train", {}).get("epochs") == epochs
+
+
+def test_interrupted_repro_resumes_without_redoing_finished_stages(repo):
+    """Kill `dvc repro` after pretraining finished, run it again: pretraining is not redone."""
+    import signal
+    import time
+
+    root, env, _ = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["epochs"] = 3  # invalidates every training stage
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not _lock_has(root, "pretrain@ratlesnetv2", 3) and time.time() < deadline:
+        assert proc.poll() is None, "dvc repro ended before it could be interrupted"
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    output = _run(["dvc", "repro"], root, env, timeout=900)
+    assert "Running stage 'pretrain@ratlesnetv2'" not in output
+    assert "Running stage 'evaluate'" in output
+    assert _lock_has(root, "finetune@ratlesnetv2-partial-4-noaug", 3)

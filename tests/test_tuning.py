@@ -100,3 +100,50 @@ def test_unreachable_storage_url_is_a_clear_error(tmp_path):
         open_storage("postgresql+psycopg2://lesion:secret@127.0.0.1:9/nodb", tmp_path)
     message = str(err.value)
     assert "is unreachable" in message and "secret" not in message and "\n" not in message
+
+
+WORKER = """
+import sys, yaml, dataclasses
+from pathlib import Path
+from lesionseg.study import tune_base_spec, tune_config
+from lesionseg.tuning import open_study, run_trials
+root = Path(sys.argv[1])
+params = yaml.safe_load((root / "params.yaml").read_text())
+cfg = dataclasses.replace(tune_config(params), n_trials=3, pruner="none")
+base = tune_base_spec(params, 4, root)
+base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=200))  # long enough to be killed
+run_trials(open_study(4, cfg, root), base, cfg, root)
+"""
+
+
+def test_worker_killed_mid_trial_leaves_the_study_usable(tiny_project, tiny_params):
+    import signal
+    import time
+
+    cfg = dataclasses.replace(tune_config(tiny_params), n_trials=2, pruner="none")
+    study = open_study(4, cfg, tiny_project)
+    from lesionseg.tuning import ensure_parent_run
+
+    ensure_parent_run(study, _base(tiny_params, tiny_project), cfg, tiny_project)
+    script = tiny_project / "worker.py"
+    script.write_text(WORKER)
+    worker = subprocess.Popen([sys.executable, str(script), str(tiny_project)], env=os.environ.copy(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        running = [t for t in open_study(4, cfg, tiny_project).get_trials(states=(TrialState.RUNNING,))
+                   if t.intermediate_values]
+        if running:
+            break
+        assert worker.poll() is None, "worker ended before it could be killed"
+        time.sleep(0.3)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    killed = running[0].number
+    study = tune(_base(tiny_params, tiny_project), cfg, tiny_project)  # the next worker goes on
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states[killed] == TrialState.FAIL
+    assert TrialState.RUNNING not in states.values()
+    finished = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    assert len(finished) == 2
+    assert any(t.user_attrs.get("retry_of") == killed for t in study.get_trials()), "the killed trial was re-queued"
