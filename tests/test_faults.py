@@ -39,7 +39,8 @@ def _epochs_in_checkpoint(path: Path) -> int:
 
 def test_process_killed_mid_training_resumes_into_the_same_run(tiny_project, tiny_params):
     root = tiny_project
-    params = {**tiny_params, "train": {**tiny_params["train"], "epochs": 6}}
+    epochs = 30  # long enough that the poll below sees the run in flight
+    params = {**tiny_params, "train": {**tiny_params["train"], "epochs": epochs, "patience": epochs}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     script = root / "train.py"
     script.write_text(TRAIN_SCRIPT)
@@ -49,11 +50,11 @@ def test_process_killed_mid_training_resumes_into_the_same_run(tiny_project, tin
     deadline = time.time() + 120
     while _epochs_in_checkpoint(last) < 2 and time.time() < deadline:
         assert proc.poll() is None, "training ended before it could be killed"
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = _epochs_in_checkpoint(last)
-    assert 2 <= killed_at < 6
+    assert 2 <= killed_at < epochs
     spec = finetune_spec(params, "ratlesnetv2", "scratch", 4, "noaug", root)
     result = train_tracked(spec, root, root / "models/out", root / "checkpoints/out", register_as=TARGET_MODEL,
                            progress=False)
@@ -61,7 +62,7 @@ def test_process_killed_mid_training_resumes_into_the_same_run(tiny_project, tin
     runs = client.search_runs([client.get_experiment_by_name("lesionseg-finetune").experiment_id])
     assert [r.info.run_id for r in runs] == [result["run_id"]], "one run, resumed"
     steps = [m.step for m in client.get_metric_history(result["run_id"], "val_dice")]
-    assert sorted(set(steps)) == list(range(1, 7)), steps
+    assert sorted(set(steps)) == list(range(1, epochs + 1)), steps
     assert len(client.search_model_versions(f"name='{TARGET_MODEL}'")) == 1, "no duplicate model versions"
     assert int(client.get_run(result["run_id"]).data.tags["resumed_from_epoch"]) == killed_at
 

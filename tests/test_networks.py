@@ -12,7 +12,16 @@ from lesionseg.networks import NETWORKS, RatLesNetV2, build_network, load_pretra
 from lesionseg.networks.monai_nets import UNETR, DynUNet, UNet
 from lesionseg.networks.ratlesnetv2 import ENCODER_DEPTH, FROM_AUTHORS_AXES, TO_AUTHORS_AXES
 
-PRETRAINED = Path(__file__).resolve().parents[2] / "shared" / "pretrained" / "ratlesnetv2-heterogeneous-model-1"
+def _find_pretrained(name: str = "ratlesnetv2-heterogeneous-model-1") -> Path:
+    """The authors' checkpoint in a ``shared/pretrained`` folder beside the checkout (or an ancestor's)."""
+    for folder in Path(__file__).resolve().parents:
+        candidate = folder / "shared" / "pretrained" / name
+        if candidate.is_file():
+            return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "pretrained" / name
+
+
+PRETRAINED = _find_pretrained()
 needs_pretrained = pytest.mark.skipif(not PRETRAINED.is_file(), reason=f"published checkpoint absent: {PRETRAINED}")
 
 UNETR_SMALL = dict(img_size=(32, 32, 16), feature_size=8, hidden_size=64, mlp_dim=128, num_heads=4)
