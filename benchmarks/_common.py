@@ -112,10 +112,9 @@ def _version(name: str) -> str:
 
 
 def machine_lines() -> list[str]:
-    """Markdown bullet lines: date, CPU, cores, RAM, load, library versions, whether dvc repro was running."""
+    """Markdown bullet lines: date, CPU, cores, RAM, load, library versions."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    busy = "**yes: figures were taken on a busy machine**" if dvc_repro_running() else "no"
     return [
         f"- Date: {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores ({affinity} usable), "
@@ -123,26 +122,66 @@ def machine_lines() -> list[str]:
         f"- Python {platform.python_version()}, torch {_version('torch')}, monai {_version('monai')}, "
         f"mlflow {_version('mlflow')}, numpy {_version('numpy')}, dvc {_version('dvc')}, "
         f"nibabel {_version('nibabel')}",
-        f"- Another `dvc repro` running when the benchmarks started: {busy}",
     ]
 
 
+class LoadMonitor:
+    """Samples, every few seconds in a background thread, whether another `dvc repro` runs and the 1-minute
+    load average, so that a benchmark can say how busy the machine was while it measured."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        import threading
+
+        self.interval = interval
+        self.samples: list[tuple[bool, float]] = []
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self.samples.append((dvc_repro_running(), os.getloadavg()[0]))
+            if self._stop.wait(self.interval):
+                return
+
+    def summary(self) -> dict:
+        self._stop.set()
+        busy = [b for b, _ in self.samples]
+        loads = [ld for _, ld in self.samples]
+        return {"samples": len(busy), "busy_fraction": sum(busy) / max(1, len(busy)),
+                "load_min": min(loads, default=0.0), "load_max": max(loads, default=0.0),
+                "started": _dt.datetime.fromtimestamp(self.started).astimezone().strftime("%Y-%m-%d %H:%M")}
+
+
+MONITOR: LoadMonitor | None = None
+
+
 def cli(description: str, name: str) -> argparse.Namespace:
+    """Parse ``--quick``/``--out`` and start sampling the machine's load (see :func:`emit`)."""
+    global MONITOR
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (smoke test)")
     parser.add_argument("--out", type=Path, default=OUT_DIR / f"{name}.md", help="where to write the markdown")
-    return parser.parse_args()
+    args = parser.parse_args()
+    MONITOR = LoadMonitor()
+    return args
 
 
 def emit(text: str, out: Path, summary: Sequence[dict] = ()) -> None:
-    """Print the markdown section, write it to ``out`` and the key figures (``summary``: dicts with
-    ``figure``, ``value``, ``target``, ``status``) to ``out`` with a ``.json`` suffix, for ``run_all.py``."""
+    """Print the markdown section, write it to ``out`` and, beside it as ``.json``, the key figures
+    (``summary``: dicts with ``figure``, ``value``, ``target``, ``status``) and the load seen while measuring,
+    for ``run_all.py``."""
     import json
 
+    load = MONITOR.summary() if MONITOR else {}
+    if load.get("busy_fraction"):
+        text = text.rstrip() + (f"\n\n*Another `dvc repro` was running during {load['busy_fraction'] * 100:.0f}% of "
+                                "this benchmark: its absolute times are inflated and noisy.*\n")
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(list(summary), indent=1))
+    out.with_suffix(".json").write_text(json.dumps({"figures": list(summary), "load": load}, indent=1))
     print(f"written to {out}", file=sys.stderr)
 
 

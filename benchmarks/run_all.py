@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,55 +30,44 @@ BENCHMARKS = {
 }
 
 
-def wait_idle(minutes: float) -> str:
-    """Poll until no other `dvc repro` runs; returns what happened, for the report."""
-    deadline = time.monotonic() + minutes * 60
+def wait_idle(deadline: float, name: str) -> str:
+    """Poll every 60 s until no other `dvc repro` runs or ``deadline`` (monotonic) passes; returns a note."""
     waited = 0
     while c.dvc_repro_running():
         if time.monotonic() >= deadline:
-            return f"another `dvc repro` was still running after waiting {waited} min: measured on a busy machine"
+            return f"{name}: another `dvc repro` was still running when the waiting time ran out; measured anyway"
+        print(f"   waiting for another dvc repro to finish before {name} ...", file=sys.stderr, flush=True)
         time.sleep(60)
         waited += 1
-    return f"waited {waited} min for another `dvc repro` to finish" if waited else ""
+    return f"{name}: waited {waited} min for another `dvc repro` to finish" if waited else ""
 
 
-class LoadMonitor:
-    """Samples, every few seconds while a benchmark runs, whether another `dvc repro` runs and the load average."""
-
-    def __init__(self, interval: float = 5.0) -> None:
-        self.interval, self.samples, self.current = interval, [], ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.current:
-                self.samples.append((self.current, c.dvc_repro_running(), os.getloadavg()[0]))
-
-    def start(self) -> "LoadMonitor":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def describe(self, name: str) -> str:
-        mine = [(busy, load) for n, busy, load in self.samples if n == name]
-        if not mine:
-            return "-"
-        busy = sum(b for b, _ in mine) / len(mine)
-        loads = [ld for _, ld in mine]
-        return f"{busy * 100:.0f}% | {min(loads):.1f}-{max(loads):.1f}"
+def load_note(load: dict) -> list[str]:
+    """A row for the load table: measured when, share of samples with another dvc repro, load range."""
+    if not load:
+        return ["-", "not monitored", "-"]
+    return [load.get("started", "-"), f"{load['busy_fraction'] * 100:.0f}% of {load['samples']}",
+            f"{load['load_min']:.1f}-{load['load_max']:.1f}"]
 
 
-def run_one(name: str, quick: bool) -> tuple[str, list[dict], float]:
+def reuse_one(name: str) -> tuple[str, list[dict], dict] | None:
+    """An earlier run's section from benchmarks/out/ (for --reuse), or None."""
+    md, js = c.OUT_DIR / f"{name}.md", c.OUT_DIR / f"{name}.json"
+    if not (md.exists() and js.exists()):
+        return None
+    data = json.loads(js.read_text())
+    return md.read_text(), data.get("figures", []), data.get("load", {})
+
+
+def run_one(name: str, quick: bool) -> tuple[str, list[dict], float, dict]:
     script, full_args, quick_args = BENCHMARKS[name]
     out = c.OUT_DIR / f"{name}.md"
     args = list(quick_args if quick else full_args)
     if name == "metrics":  # bench_metrics.run() returns its report; its main() would rewrite results_metrics.md
         repeats = int(args[args.index("--repeats") + 1])
-        cmd = [c.PYTHON, "-c", f"import sys; sys.path.insert(0, {str(c.HERE)!r}); import bench_metrics; "
-                               f"print(bench_metrics.run({repeats}))"]
+        cmd = [c.PYTHON, "-c", f"import sys, json; sys.path.insert(0, {str(c.HERE)!r}); import bench_metrics, "
+                               "_common; m = _common.LoadMonitor(); print(bench_metrics.run("
+                               f"{repeats})); print('LOAD ' + json.dumps(m.summary()))"]
     else:
         cmd = [c.PYTHON, str(c.HERE / script), *args, "--out", str(out)]
     started = time.perf_counter()
@@ -90,9 +77,10 @@ def run_one(name: str, quick: bool) -> tuple[str, list[dict], float]:
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         text = f"## {name}: FAILED (exit {proc.returncode})\n\n```\n{tail}\n```\n"
-        return text, [c.figure(f"{name} benchmark", "failed", "-", False)], elapsed
+        return text, [c.figure(f"{name} benchmark", "failed", "-", False)], elapsed, {}
     if name == "metrics":  # nest bench_metrics' headings under ours
-        body = proc.stdout
+        body, _, load_line = proc.stdout.rpartition("LOAD ")
+        load = json.loads(load_line)
         (c.OUT_DIR / "metrics.md").parent.mkdir(parents=True, exist_ok=True)
         (c.OUT_DIR / "metrics.md").write_text(body)
         body = body.replace("# Metric benchmark: lesionseg vs MedPy vs MONAI",
@@ -102,10 +90,10 @@ def run_one(name: str, quick: bool) -> tuple[str, list[dict], float]:
                             "`python benchmarks/bench_metrics.py` alone writes `benchmarks/results_metrics.md`). "
                             "Median of", 1)
         summary = _metrics_summary(body)
-        return body, summary, elapsed
-    summary_file = out.with_suffix(".json")
-    summary = json.loads(summary_file.read_text()) if summary_file.exists() else []
-    return out.read_text(), summary, elapsed
+        (c.OUT_DIR / "metrics.json").write_text(json.dumps({"figures": summary, "load": load}, indent=1))
+        return body, summary, elapsed, load
+    data = json.loads(out.with_suffix(".json").read_text())
+    return out.read_text(), data.get("figures", []), elapsed, data.get("load", {})
 
 
 def _metrics_summary(body: str) -> list[dict]:
@@ -124,35 +112,43 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, few repeats (smoke test)")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="MINUTES",
-                        help="first wait until no other `dvc repro` runs (at most MINUTES)")
+                        help="before each benchmark wait until no other `dvc repro` runs (at most MINUTES in all)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --only: take the other sections from their last run (benchmarks/out/)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n] or list(BENCHMARKS)
     unknown = set(names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {list(BENCHMARKS)}")
-    waited = wait_idle(args.wait_idle) if args.wait_idle else ""
+    deadline = time.monotonic() + args.wait_idle * 60
+    waits: list[str] = []
     machine = c.machine_lines()
     started = time.perf_counter()
-    sections, summary, timings = [], [], []
-    monitor = LoadMonitor().start()
-    for name in names:
-        monitor.current = name
-        text, figs, elapsed = run_one(name, args.quick)
+    sections, summary, timings, busy_rows, any_busy = [], [], [], [], False
+    for name in BENCHMARKS:
+        if name in names:
+            if args.wait_idle and (note := wait_idle(deadline, name)):
+                waits.append(note)
+            text, figs, elapsed, load = run_one(name, args.quick)
+            timings.append(f"{name} {elapsed:.0f} s")
+            print(f"   {name} done in {elapsed:.0f} s", file=sys.stderr, flush=True)
+        elif args.reuse and (earlier := reuse_one(name)):
+            text, figs, load = earlier
+            text = text.rstrip() + "\n\n*(Reused from an earlier run: `run_all.py --reuse`.)*\n"
+        else:
+            continue
         sections.append(text.rstrip() + "\n")
         summary += figs
-        timings.append(f"{name} {elapsed:.0f} s")
-        print(f"   {name} done in {elapsed:.0f} s", file=sys.stderr, flush=True)
-    monitor.stop()
+        busy_rows.append([name, *load_note(load)])
+        any_busy = any_busy or bool(load.get("busy_fraction"))
     total = time.perf_counter() - started
-    busy_rows = [[n, monitor.describe(n)] for n in names]
-    any_busy = any(b for _, b, _ in monitor.samples)
     rows = [[f["figure"], f["value"], f["target"], f["status"]] for f in summary]
     header = [
         "# lesionseg benchmarks",
         "",
         "Written by `python benchmarks/run_all.py" + (" --quick`" if args.quick else "`") +
-        f" in {total / 60:.1f} min ({', '.join(timings)}). Each benchmark is its own module in `benchmarks/`, "
+        f" in {total / 60:.1f} min ({', '.join(timings) or 'nothing run'}). Each benchmark is its own module in `benchmarks/`, "
         "runnable alone. Figures are medians of several runs; ratios are measured side by side in one process. "
         "This is a shared 2-core machine: absolute times move with load, the ratios much less.",
         "",
@@ -161,14 +157,13 @@ def main() -> None:
         "## Machine",
         "",
         *machine,
-        *([f"- {waited}"] if waited else []),
+        *[f"- {note}" for note in waits],
         "",
-        "Load while each benchmark ran (sampled every 5 s; the machine has 2 cores, so a 1-minute load above about "
-        "2 means the benchmark shared them):",
+        "Load while each benchmark ran (sampled every 5 s; a benchmark itself adds about 1-2 to the load of this "
+        "2-core machine, so a 1-minute load well above 2 means it shared the cores):",
         "",
-        "| benchmark | samples with another `dvc repro` running | 1-min load average (min-max) |",
-        "|---|---|---|",
-        *[f"| {n} | {d} |" for n, d in busy_rows],
+        *c.table(["benchmark", "started", "samples with another `dvc repro` running", "1-min load (min-max)"],
+                 busy_rows),
         "",
         *(["**Another `dvc repro` ran during part of the measurement: absolute times from those benchmarks are "
            "inflated and noisier; the side-by-side ratios are the figures to trust.**", ""] if any_busy else []),

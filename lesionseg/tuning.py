@@ -296,6 +296,7 @@ def log_study_summary(study: optuna.Study, outcome: dict[str, Any], plot_dir: st
         plt.close(figure)
         client.log_artifact(parent, str(plot_dir / f"{name}.png"), artifact_path="study")
         written.append(plot_dir / f"{name}.png")
+    client.set_terminated(parent)  # FINISHED; a later resume of the study may still log to it
     return written
 
 

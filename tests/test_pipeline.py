@@ -62,6 +62,11 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     challenger = client.get_model_version_by_alias("lesionseg-mouse", "challenger")
     assert challenger.tags["test_dice"]
+    tune_runs = client.search_runs([client.get_experiment_by_name("lesionseg-tune").experiment_id],
+                                   filter_string="tags.optuna_study = 'finetune-n4'")
+    parents = [r for r in tune_runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and "best_val_dice" in parents[0].data.metrics
+    assert len(tune_runs) - 1 == 3, "three nested trial runs"
     assert (root / "reports" / "study" / "README.md").read_text().startswith("# lesionseg study report")
     assert json.loads((root / "reports" / "study" / "headline.json").read_text())["n_models"] == 4
 
