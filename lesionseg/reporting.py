@@ -72,18 +72,20 @@ def _describe(values: np.ndarray, prefix: str, n_boot: int, seed: int) -> dict[s
 
 
 def summarize_model(ev: Evaluated, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """One summary row: Dice over lesion cases (NaN = both empty, excluded as in nnU-Net), HD95 over finite
-    values, and how many shams were correctly left empty."""
+    """One summary row: Dice and HD95 over the lesion (MCAo) test cases (a missed lesion scores Dice 0 and
+    has no finite HD95), and, separately, how many shams were correctly left empty. (The evaluate stage's
+    summary.json follows nnU-Net instead: its mean Dice also counts a false alarm on a sham as 0.)"""
     table = ev.per_case
-    dice = table["dice"].dropna().to_numpy(dtype=float)
-    hd = table["hd95_mm"].to_numpy(dtype=float)
-    hd = hd[np.isfinite(hd)]
     shams = table["group"] == "sham"
+    lesions = table[~shams]
+    dice = lesions["dice"].to_numpy(dtype=float)
+    hd = lesions["hd95_mm"].to_numpy(dtype=float)
+    hd = hd[np.isfinite(hd)]
     row = {
         "name": ev.name, "model": ev.info["model"], "strategy": ev.info["strategy"],
         "freeze_depth": int(ev.info["freeze_depth"]), "sample_size": int(ev.info["sample_size"]),
         "augment": bool(ev.info["augment"]), "tuned": ev.name.startswith("tuned-"),
-        "n_test": int(len(table)), "n_lesion": int(dice.size),
+        "n_test": int(len(table)), "n_lesion": int(len(lesions)), "n_missed": int((lesions["outcome"] == "missed").sum()),
         **_describe(dice, "dice", n_boot, seed), **_describe(hd, "hd95_mm", n_boot, seed),
         "n_sham": int(shams.sum()), "sham_correct_empty": int((table.loc[shams, "outcome"] == "true_empty").sum()),
         "val_dice": float(ev.info["best_val_dice"]), "run_id": ev.info["run_id"],
@@ -102,7 +104,7 @@ def summary_table(evaluated: Sequence[Evaluated], *, n_boot: int = 2000, seed: i
 
 def paired_tests(evaluated: Sequence[Evaluated]) -> pd.DataFrame:
     """Transfer (partial/full/tuned) vs scratch, same model, sample size and augmentation: one-sided paired
-    Wilcoxon signed-rank test over the lesion test cases (transfer Dice greater)."""
+    Wilcoxon signed-rank test over the lesion (MCAo) test cases (transfer Dice greater)."""
     by_name = {ev.name: ev for ev in evaluated}
     rows = []
     for ev in evaluated:
@@ -112,8 +114,8 @@ def paired_tests(evaluated: Sequence[Evaluated]) -> pd.DataFrame:
         scratch = by_name.get(f"{ev.info['model']}-scratch-n{ev.info['sample_size']}-{aug}")
         if scratch is None:
             continue
-        pair = ev.per_case.merge(scratch.per_case, on="case_id", suffixes=("", "_scratch")).dropna(
-            subset=["dice", "dice_scratch"])
+        pair = ev.per_case.merge(scratch.per_case, on="case_id", suffixes=("", "_scratch"))
+        pair = pair[pair["group"] != "sham"]
         diff = pair["dice"] - pair["dice_scratch"]
         p = (float(wilcoxon(pair["dice"], pair["dice_scratch"], alternative="greater").pvalue)
              if len(pair) and np.any(diff != 0) else 1.0)

@@ -12,7 +12,8 @@ from lesionseg.reporting import bootstrap_ci, build_report, collect, paired_test
 def _case_rows(dices, hd95s, shams=()):
     rows = [{"case_id": f"c{i}", "group": "MCAo", "lesion_volume_mm3": 10.0, "dice": d, "hd95_mm": h,
              "pred_volume_mm3": 9.0, "outcome": "detected"} for i, (d, h) in enumerate(zip(dices, hd95s))]
-    rows += [{"case_id": f"s{i}", "group": "sham", "lesion_volume_mm3": 0.0, "dice": np.nan,
+    rows += [{"case_id": f"s{i}", "group": "sham", "lesion_volume_mm3": 0.0,
+              "dice": np.nan if outcome == "true_empty" else 0.0,
               "hd95_mm": np.nan if outcome == "true_empty" else np.inf, "pred_volume_mm3": 0.0, "outcome": outcome}
              for i, outcome in enumerate(shams)]
     return pd.DataFrame(rows)
@@ -53,6 +54,7 @@ def test_summary_means_sd_median_and_sham_counts_by_hand(study):
     assert scratch["hd95_mm_mean"] == pytest.approx(8.0 / 3)  # inf excluded: (4 + 3 + 1) / 3
     assert scratch["hd95_mm_median"] == pytest.approx(3.0)
     assert (scratch["n_sham"], scratch["sham_correct_empty"]) == (2, 1)
+    assert scratch["n_lesion"] == 4, "the false alarm on a sham (Dice 0) is not a lesion case"
     assert scratch["run_id"] == "run-ratlesnetv2-scratch-n8-noaug"
     partial = summary.loc["ratlesnetv2-partial-n8-noaug"]
     assert partial["dice_mean"] == pytest.approx(0.675) and partial["sham_correct_empty"] == 2
