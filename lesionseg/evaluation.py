@@ -16,6 +16,14 @@ from lesionseg.visualize import render_slices
 PER_CASE_COLUMNS = ["case_id", "group", "lesion_volume_mm3", "dice", "hd95_mm", "pred_volume_mm3", "outcome"]
 
 
+def trained_model_dirs(project_root: str | Path) -> list[tuple[str, Path]]:
+    """(name, directory) of every trained target model: ``models/finetune/*`` under their own names and
+    ``models/tuned/nN`` as ``tuned-nN``; the names key metrics/test/ and the report."""
+    root = Path(project_root)
+    found = [(d.name, d) for d in sorted((root / "models" / "finetune").glob("*/"))]
+    return found + [(f"tuned-{d.name}", d) for d in sorted((root / "models" / "tuned").glob("*/"))]
+
+
 def spacing_of(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size (mm) along the array axes of ``affine``."""
     return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))

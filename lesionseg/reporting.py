@@ -34,12 +34,12 @@ class Evaluated:
     history: pd.DataFrame | None
 
 
-def collect(metrics_dir: str | Path, model_dirs: Sequence[str | Path]) -> list[Evaluated]:
-    """Every model directory that has a per-case CSV in ``metrics_dir``; the rest are skipped (e.g. a
+def collect(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]]) -> list[Evaluated]:
+    """Every (name, model directory) that has a per-case CSV in ``metrics_dir``; the rest are skipped (e.g. a
     combination not run yet), so the report works on whatever the pipeline produced."""
     found = []
-    for model_dir in map(Path, model_dirs):
-        name = model_dir.name if model_dir.parent.name != "tuned" else f"tuned-{model_dir.name}"
+    for name, model_dir in model_dirs:
+        model_dir = Path(model_dir)
         csv = Path(metrics_dir) / f"{name}.csv"
         if not csv.exists() or not (model_dir / "run.json").exists():
             continue
@@ -223,7 +223,7 @@ def readme(summary: pd.DataFrame, tests: pd.DataFrame, sentences: Sequence[str],
     return "\n".join(parts)
 
 
-def build_report(metrics_dir: str | Path, model_dirs: Sequence[str | Path], out_dir: str | Path, *,
+def build_report(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]], out_dir: str | Path, *,
                  n_boot: int = 2000, seed: int = 0) -> dict:
     """Write summary.csv, paired_tests.csv, learning_curve.csv (for `dvc plots`), the figures, README.md and
     headline.json into ``out_dir``; returns the headline numbers."""

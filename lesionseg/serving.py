@@ -7,7 +7,6 @@ z = inferior->superior) with ``spacing`` in mm. The response holds a uint8 mask 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import nibabel as nib

@@ -8,7 +8,7 @@ from _stage import ROOT, params, run
 
 from lesionseg.config import section
 from lesionseg.data.io import read_json, write_json
-from lesionseg.evaluation import evaluate_model
+from lesionseg.evaluation import evaluate_model, trained_model_dirs
 from lesionseg.tracking import store
 from lesionseg.tracking.results import choose_challenger, log_test_results
 
@@ -20,10 +20,8 @@ def main() -> None:
     test_ids = read_json(ROOT / "data" / "splits" / f"{domain}.json")["test"]
     store.connect(ROOT)
     headline, runs = {}, []
-    model_dirs = sorted((ROOT / "models" / "finetune").glob("*/")) + sorted((ROOT / "models" / "tuned").glob("*/"))
-    for model_dir in model_dirs:
+    for name, model_dir in trained_model_dirs(ROOT):
         run_info = read_json(model_dir / "run.json")
-        name = model_dir.name if model_dir.parent.name == "finetune" else f"tuned-{model_dir.name}"
         files = {"csv": ROOT / "metrics" / "test" / f"{name}.csv", "json": ROOT / "metrics" / "test" / f"{name}.json",
                  "overlays": ROOT / "reports" / "overlays" / name}
         table, summary = evaluate_model(model_dir / "model.pt", ROOT / "data" / "processed" / domain, test_ids,

@@ -3,6 +3,7 @@
 from _stage import ROOT, params, run
 
 from lesionseg.config import section
+from lesionseg.evaluation import trained_model_dirs
 from lesionseg.reporting import build_report
 from lesionseg.tracking import store
 from lesionseg.tracking.results import log_study_report
@@ -10,9 +11,8 @@ from lesionseg.tracking.results import log_study_report
 
 def main() -> None:
     cfg = section(params(), "report")
-    model_dirs = sorted((ROOT / "models" / "finetune").glob("*/")) + sorted((ROOT / "models" / "tuned").glob("*/"))
     out_dir = ROOT / "reports" / "study"
-    report = build_report(ROOT / "metrics" / "test", model_dirs, out_dir, n_boot=cfg["n_boot"], seed=cfg["seed"])
+    report = build_report(ROOT / "metrics" / "test", trained_model_dirs(ROOT), out_dir, n_boot=cfg["n_boot"], seed=cfg["seed"])
     store.connect(ROOT)
     run_id = log_study_report(out_dir, report["headline"], ROOT)
     for sentence in report["findings"]:

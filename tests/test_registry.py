@@ -17,12 +17,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lesionseg.data.io import read_json, read_volume
+from lesionseg.data.io import read_json
 from lesionseg.errors import DataError
 from lesionseg.inference import predict_files
-from lesionseg.runs import train_tracked
 from lesionseg.serving import load_segmenter
-from lesionseg.specs import finetune_spec
 from lesionseg.tracking import promotion
 from lesionseg.tracking.promotion import PromotionRule, decide, promote
 from lesionseg.tracking.registry import CHALLENGER, CHAMPION, TARGET_MODEL, set_alias

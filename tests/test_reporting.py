@@ -27,7 +27,7 @@ def _model(tmp_path, name, info, table, history=True):
         (model_dir / "history.tsv").write_text("epoch\ttrain_loss\tval_dice\tlr\n1\t0.9\t0.2\t0.001\n2\t0.7\t0.4\t0.001\n")
     (tmp_path / "metrics").mkdir(exist_ok=True)
     table.to_csv(tmp_path / "metrics" / f"{name}.csv", index=False)
-    return model_dir
+    return name, model_dir
 
 
 INFO = {"model": "ratlesnetv2", "freeze_depth": 0, "sample_size": 8, "augment": False}
@@ -85,7 +85,7 @@ def test_build_report_writes_figures_and_readme_and_skips_missing(study):
     root, dirs = study
     missing = root / "models" / "finetune" / "unet-scratch-n8-aug"  # never evaluated: skipped, not an error
     missing.mkdir()
-    report = build_report(root / "metrics", [*dirs, missing], root / "reports", n_boot=200)
+    report = build_report(root / "metrics", [*dirs, (missing.name, missing)], root / "reports", n_boot=200)
     out = root / "reports"
     for png in ("learning_curve.png", "dice_boxplot.png", "training_curves.png"):
         assert (out / png).stat().st_size > 10_000

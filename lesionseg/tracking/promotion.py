@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -23,6 +22,7 @@ from lesionseg.data.preprocess import load_prepared_case
 from lesionseg.errors import ConfigError, TrackingError
 from lesionseg.evaluation import spacing_of
 from lesionseg.inference import Segmenter, predict_mask
+from lesionseg.serving import load_segmenter
 from lesionseg.metrics import case_metrics
 from lesionseg.tracking.registry import CHAMPION
 from lesionseg.training.engine import selection_dice
@@ -108,12 +108,6 @@ def resolve_version(name: str, candidate: str) -> str:
                           "or run dvc repro") from None
 
 
-def load_segmenter(name: str, version: str) -> Segmenter:
-    """The :class:`Segmenter` inside a registered pyfunc version."""
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return model.unwrap_python_model().segmenter
-
-
 def promote(name: str, candidate: str, rule: PromotionRule, prepared_dir: str | Path, test_ids: Sequence[str],
             *, log_path: str | Path, dry_run: bool = False) -> tuple[Decision, pd.DataFrame]:
     """Compare ``candidate`` with ``name@champion`` on the same test cases and move ``@champion`` if it wins."""
@@ -125,8 +119,8 @@ def promote(name: str, candidate: str, rule: PromotionRule, prepared_dir: str | 
         champion_version = None
     if champion_version == candidate_version:
         raise ConfigError(f"promote: {name} v{candidate_version} is already @champion")
-    candidate_scores = score_cases(load_segmenter(name, candidate_version), prepared_dir, test_ids)
-    champion_scores = (score_cases(load_segmenter(name, champion_version), prepared_dir, test_ids)
+    candidate_scores = score_cases(load_segmenter(f"models:/{name}/{candidate_version}"), prepared_dir, test_ids)
+    champion_scores = (score_cases(load_segmenter(f"models:/{name}/{champion_version}"), prepared_dir, test_ids)
                        if champion_version else None)
     decision, table = decide(candidate_scores, champion_scores, rule, candidate_version, champion_version)
     if not dry_run:
@@ -143,8 +137,8 @@ def _record(client: MlflowClient, name: str, decision: Decision, table: pd.DataF
     run_id = client.get_model_version(name, decision.candidate_version).run_id
     against = f"v{decision.champion_version}" if decision.champion_version else "none"
     stem = f"promotion/v{decision.candidate_version}_vs_{against}"
-    mlflow.MlflowClient().log_text(run_id, table.reset_index().to_csv(index=False), f"{stem}.csv")
-    mlflow.MlflowClient().log_dict(run_id, {"decision": asdict(decision), "rule": asdict(rule), "at": now},
+    client.log_text(run_id, table.reset_index().to_csv(index=False), f"{stem}.csv")
+    client.log_dict(run_id, {"decision": asdict(decision), "rule": asdict(rule), "at": now},
                                    f"{stem}.json")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
