@@ -85,3 +85,22 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(TrackingError) as err:
         store.connect(tmp_path)
     assert "http://127.0.0.1:9 is unreachable" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_import_weights_registers_the_published_checkpoint(tiny_project, capsys):
+    from pathlib import Path
+
+    from lesionseg.cli import main
+
+    published = next((p / "shared/pretrained/ratlesnetv2-heterogeneous-model-1"
+                      for p in Path(__file__).resolve().parents
+                      if (p / "shared/pretrained/ratlesnetv2-heterogeneous-model-1").is_file()), None)
+    if published is None:
+        pytest.skip("the authors' checkpoint is not in a shared/pretrained folder beside the checkout")
+    assert main(["import-weights", str(published), "--arch", "ratlesnetv2", "--project", str(tiny_project)]) == 0
+    assert "114 matched, 0 missing" in capsys.readouterr().out
+    version = MlflowClient().get_model_version("ratlesnetv2-rat", "1")
+    assert version.tags["origin"] == "imported" and len(version.tags["source_md5"]) == 32
+    bad = tiny_project / "not-weights.pt"
+    bad.write_bytes(b"junk")
+    assert main(["import-weights", str(bad), "--project", str(tiny_project)]) == 1
