@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
@@ -25,7 +25,8 @@ class MlflowCallback:
         self.client = client or MlflowClient()
 
     def on_fit_start(self, state: FitState, resumed: bool) -> None:
-        self.client.set_tag(self.run_id, "resumed_from_epoch", str(state.epoch) if resumed else "")
+        if resumed:
+            self.client.set_tag(self.run_id, "resumed_from_epoch", str(state.epoch))
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
         now = int(time.time() * 1000)
@@ -40,7 +41,10 @@ class MlflowCallback:
             ) from None
 
     def on_fit_end(self, state: FitState) -> None:
-        self.client.log_metric(self.run_id, "best_val_dice", state.best_val_dice)
-        self.client.log_metric(self.run_id, "best_epoch", state.best_epoch)
-        self.client.log_metric(self.run_id, "epochs_run", state.epoch)
-        self.client.set_tag(self.run_id, "stopped_early", str(state.stopped_early).lower())
+        # one batch (one store transaction) rather than four calls: the benchmark showed the per-call cost
+        now = int(time.time() * 1000)
+        metrics = [Metric("best_val_dice", state.best_val_dice, now, state.epoch),
+                   Metric("best_epoch", state.best_epoch, now, state.epoch),
+                   Metric("epochs_run", state.epoch, now, state.epoch)]
+        self.client.log_batch(self.run_id, metrics=metrics,
+                              tags=[RunTag("stopped_early", str(state.stopped_early).lower())])
