@@ -13,7 +13,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,9 +79,22 @@ def rss_mb() -> float:
 
 
 def dvc_repro_running() -> bool:
-    """True while another `dvc repro` runs on this machine (figures are then taken on a busy machine)."""
-    out = subprocess.run(["pgrep", "-f", "dvc repro"], capture_output=True, text=True)
-    return any(pid and int(pid) != os.getpid() for pid in out.stdout.split())
+    """True while a `dvc repro` that this process did not start runs on this machine (then figures are taken
+    on a busy machine). Our own descendants (bench_dvc.py's `dvc repro` runs) do not count."""
+    import psutil
+
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "dvc repro" not in cmdline or proc.info["pid"] == me or "pgrep" in cmdline:
+                continue
+            if any(parent.pid == me for parent in proc.parents()):
+                continue
+            return True
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return False
 
 
 def cpu_model() -> str:
@@ -185,10 +197,10 @@ def emit(text: str, out: Path, summary: Sequence[dict] = ()) -> None:
     print(f"written to {out}", file=sys.stderr)
 
 
-def figure(name: str, value: str, target: str = "-", met: bool | None = None) -> dict:
-    """One row of results.md's summary table."""
+def figure(name: str, value: str, target: str = "-", met: bool | None = None, finding: str = "") -> dict:
+    """One row of results.md's summary table; ``finding`` (what profiling found) is listed when ``met`` is False."""
     status = "-" if met is None else ("met" if met else "**missed**")
-    return {"figure": name, "value": value, "target": target, "status": status}
+    return {"figure": name, "value": value, "target": target, "status": status, "finding": finding}
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:

@@ -280,15 +280,15 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
     callback_s.clear()
     epoch_end_s.clear()
     a, b, ld, cc, d, e = [], [], [], [], [], []
-    for _ in range(pairs):
-        a.append(run_a())
-        b.append(run_b())
+    for i in range(pairs):  # ABBA order: cancels drift and any first-or-second position effect
+        for variant in ((run_a, a), (run_b, b)) if i % 2 == 0 else ((run_b, b), (run_a, a)):
+            variant[1].append(variant[0]())
         ld.append(run_loader())
     loss_extra = c.med([run_loss(our_loss) - run_loss(bare_loss) for _ in range(5)])
-    for _ in range(pairs):
-        d.append(run_fit(False))
-        cc.append(run_fit(True))
-        e.append(run_fit(True, system_metrics=True))
+    fits = [(d, lambda: run_fit(False)), (cc, lambda: run_fit(True)), (e, lambda: run_fit(True, system_metrics=True))]
+    for i in range(pairs):
+        for out, fn in fits if i % 2 == 0 else fits[::-1]:
+            out.append(fn())
     steps = len(batches)
 
     def pct(x, y) -> str:
@@ -326,7 +326,8 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
         "",
         f"{note} {network} (demo config) on {n_train} prepared demo mouse volumes (48x32x32; {steps} steps of batch {BATCH} "
         f"per epoch) and {n_val} validation volumes; every repeat restarts from the same initial weights and a "
-        f"fresh Adam. {pairs} interleaved repeats of each variant (a, b, a, b, ... then d, c, e, d, c, e, ...) "
+        f"fresh Adam. {pairs} interleaved repeats of each variant in ABBA order (a, b, b, a, ... then d, c, e, "
+        "e, c, d, ...) "
         "after one warm-up each. Overhead = median(variant) / median(reference) - 1 (the target's figure); *paired* "
         "= median of the per-repeat ratios; *fastest* = min(variant) / min(reference) - 1, the least disturbed by "
         "other load; ms / step = epoch time / steps (for `fit`, validation and checkpoints "
@@ -350,6 +351,7 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
         f"{loss_extra * 1000 / steps:.2f} ms per step over a bare `DiceLoss`.",
         "",
     ]
+    costs: dict[str, float] = {}
     if c.med(cc) / c.med(d) - 1 >= 0.05:
         costs, prof = callback_costs(client, experiment)
         lines += [
@@ -371,11 +373,16 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
     summary = [
         c.figure(f"training overhead: `train_one_epoch` + MONAI loader vs bare loop ({network} demo)",
                  f"{pct(b, a)} (paired {paired(b, a)}, fastest {low(b, a)}; loader alone {loader_ms / steps:.2f} ms / step = "
-                 f"{loader_ms / 1000 / c.med(a) * 100:.1f}%)", "< 5%", c.med(b) / c.med(a) - 1 < 0.05),
+                 f"{loader_ms / 1000 / c.med(a) * 100:.1f}%)", "< 5%", c.med(b) / c.med(a) - 1 < 0.05,
+                 finding=f"What (b) does beyond (a), timed on its own: the MONAI loader {loader_ms / steps:.2f} ms per "
+                 f"step ({loader_ms / 1000 / c.med(a) * 100:.1f}% of (a)) and the `DeepSupervisionLoss` wrapper "
+                 f"{loss_extra * 1000 / steps:.2f} ms per step; anything above that is run-to-run variation (compare "
+                 f"the paired {paired(b, a)} and fastest {low(b, a)} figures)."),
         c.figure(f"tracking overhead: `fit` + `MlflowCallback` vs `fit` ({network} demo, 1 epoch)",
                  f"{pct(cc, d)} (paired {paired(cc, d)}, fastest {low(cc, d)}; inside the callback {cb_ms:.0f} ms per fit = "
                  f"{cb_ms / 1000 / c.med(d) * 100:.1f}%; projected over {demo_epochs} epochs {projected:.1f}%)", "< 5%",
-                 c.med(cc) / c.med(d) - 1 < 0.05),
+                 c.med(cc) / c.med(d) - 1 < 0.05, finding=_tracking_finding(network, costs, c.med(d), cb_ms,
+                                                                          per_epoch_ms, projected, demo_epochs)),
     ]
     shutil.rmtree(tmp, ignore_errors=True)
     return lines, summary
@@ -458,6 +465,24 @@ def callback_costs(client, experiment: str, repeats: int = 15) -> tuple[dict[str
     return {k: c.med(v) * 1000 for k, v in times.items()}, prof
 
 
+def _tracking_finding(network: str, costs: dict[str, float], fit_s: float, cb_ms: float, per_epoch_ms: float,
+                      projected: float, epochs: int) -> str:
+    """What the profile of a missed (c)-vs-(d) target says, for results.md's list of missed targets."""
+    if not costs:
+        return ""
+    as_is, end_wal = costs["as is (6 store calls)"], costs["end batched, WAL"]
+    return (
+        f"The training loop is not slowed: the difference is the `MlflowCallback`'s own {cb_ms:.0f} ms per fit, 6 "
+        f"MLflow store calls of about {as_is / 6:.1f} ms each (SQLAlchemy session, SQL, SQLite commit; cProfile in "
+        f"the training section), a fixed cost per run plus {per_epoch_ms:.0f} ms per epoch. It is large only next "
+        f"to a 1-epoch {network} fit of {fit_s * 1000:.0f} ms; over the demo's {epochs} epochs it is about "
+        f"{projected:.1f}% (projected); see the RatLesNetV2 rows for the demo's network. Recommended library fix (not applied): one "
+        f"`log_batch` in `MlflowCallback.on_fit_end` instead of three `log_metric` + `set_tag`, and the SQLite store "
+        f"in WAL journal mode (set once in `tracking.store.connect`): measured {as_is:.1f} -> {end_wal:.1f} ms per "
+        f"fit ({as_is / 1000 / fit_s * 100:.1f}% -> {end_wal / 1000 / fit_s * 100:.1f}% of this worst case)."
+    )
+
+
 def c_stack(arrays):
     import numpy as np
 
@@ -476,8 +501,8 @@ def run(quick: bool) -> tuple[str, list[dict]]:
     over_lines, summary = [], []
     overheads = [("unet", 4, 2, 2, "Worst case (the fastest network, so the largest relative overhead):"),
                  ("ratlesnetv2", 4, 2, 1, "The demo's network:")] if quick else [
-                 ("unet", 16, 4, 7, "Worst case (the fastest network, so the largest relative overhead):"),
-                 ("ratlesnetv2", 8, 2, 5, "The demo's network (fewer volumes and repeats: it is slower):")]
+                 ("unet", 16, 4, 8, "Worst case (the fastest network, so the largest relative overhead):"),
+                 ("ratlesnetv2", 8, 2, 6, "The demo's network (fewer volumes and repeats: it is slower):")]
     for network, n_train, n_val, pairs, note in overheads:
         lines, figs = overhead_section(prepared, network, n_train, n_val, pairs, note)
         over_lines += lines

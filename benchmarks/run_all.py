@@ -144,6 +144,10 @@ def main() -> None:
         any_busy = any_busy or bool(load.get("busy_fraction"))
     total = time.perf_counter() - started
     rows = [[f["figure"], f["value"], f["target"], f["status"]] for f in summary]
+    missed = [f for f in summary if "missed" in f["status"]]
+    findings = ["## Targets missed: what profiling found", ""]
+    findings += [f"- **{f['figure']}** ({f['value']}): {f.get('finding') or 'see its section below.'}" for f in missed]
+    findings += ["- None: every figure with a target met it."] if not missed else []
     header = [
         "# lesionseg benchmarks",
         "",
@@ -170,6 +174,8 @@ def main() -> None:
         "## Summary",
         "",
         *c.table(["figure", "value", "target", "status"], rows),
+        "",
+        *findings,
         "",
     ]
     RESULTS_TEXT = "\n".join(header) + "\n" + "\n".join(sections)
