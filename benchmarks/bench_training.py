@@ -310,7 +310,7 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
          pct(b, a), paired(b, a), low(b, a), ok(b, a)],
         ["(d) `fit`, 1 epoch + validation, no callback", f"{c.med(d):.3f}", spread_ms(d, steps), "-", "-", "-", "-"],
         ["(c) `fit` + `MlflowCallback` (temp SQLite store)", f"{c.med(cc):.3f}", spread_ms(cc, steps),
-         pct(cc, d), paired(cc, d), low(cc, d), ok(cc, d)],
+         pct(cc, d), paired(cc, d), low(cc, d), "see below"],
         ["(e) = (c) inside `mlflow.start_run(log_system_metrics=True)` (as `train_tracked`)", f"{c.med(e):.3f}",
          spread_ms(e, steps), pct(e, d), paired(e, d), low(e, d), "(info)"],
     ]
@@ -336,7 +336,8 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
         *c.table(["variant", "s / epoch (median)", "ms / step (range)", "overhead (medians)", "paired", "fastest",
                   "target"], rows),
         "",
-        "Measured directly (no subtraction of noisy totals):",
+        "Measured directly (no subtraction of noisy totals; the (c) vs (d) target counts as met only when both "
+        "the side-by-side overhead and the callback's own time are under 5% of (d)):",
         "",
         f"- Time spent inside the `MlflowCallback` (one `set_tag` at start, one `log_batch` per epoch, three "
         f"`log_metric` and a `set_tag` at the end): **{cb_ms:.0f} ms per fit** (median), i.e. "
@@ -352,10 +353,17 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
         "",
     ]
     costs: dict[str, float] = {}
-    if c.med(cc) / c.med(d) - 1 >= 0.05:
+    # judged on the side-by-side figure and on the callback's own measured time (the side-by-side difference of
+    # two ~0.2 s totals can hide a 10 ms cost in noise either way)
+    tracking_met = c.med(cc) / c.med(d) - 1 < 0.05 and cb_ms / 1000 / c.med(d) < 0.05
+    if tracking_met:
+        lines += [f"(c) vs (d): **met** (side by side {pct(cc, d)}, callback's own time "
+                  f"{cb_ms / 1000 / c.med(d) * 100:.1f}% of (d)).", ""]
+    else:
         costs, prof = callback_costs(client, experiment)
         lines += [
-            f"**(c) vs (d) misses the target here**, profiled: the callback makes 6 MLflow store calls per 1-epoch "
+            f"**(c) vs (d) misses the target here** (side by side {pct(cc, d)}, callback's own time "
+            f"{cb_ms / 1000 / c.med(d) * 100:.1f}% of (d)), profiled: the callback makes 6 MLflow store calls per 1-epoch "
             "fit (`set_tag` at start; `log_batch` per epoch; `log_metric` x3 + `set_tag` at the end), each about "
             f"{costs['as is (6 store calls)'] / 6:.1f} ms of SQLAlchemy session, several SQL statements and a SQLite "
             "commit; the training loop itself is not slowed. cProfile of 5 callback sequences (start, one epoch, "
@@ -381,7 +389,7 @@ def overhead_section(prepared: Path, network: str, n_train: int, n_val: int, pai
         c.figure(f"tracking overhead: `fit` + `MlflowCallback` vs `fit` ({network} demo, 1 epoch)",
                  f"{pct(cc, d)} (paired {paired(cc, d)}, fastest {low(cc, d)}; inside the callback {cb_ms:.0f} ms per fit = "
                  f"{cb_ms / 1000 / c.med(d) * 100:.1f}%; projected over {demo_epochs} epochs {projected:.1f}%)", "< 5%",
-                 c.med(cc) / c.med(d) - 1 < 0.05, finding=_tracking_finding(network, costs, c.med(d), cb_ms,
+                 tracking_met, finding=_tracking_finding(network, costs, c.med(d), cb_ms,
                                                                           per_epoch_ms, projected, demo_epochs)),
     ]
     shutil.rmtree(tmp, ignore_errors=True)
