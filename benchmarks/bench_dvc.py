@@ -16,9 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 import _common as c
+import yaml
 
 BIN = Path(sys.executable).parent
 GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.org", "GIT_COMMITTER_NAME": "bench",
