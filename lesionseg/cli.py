@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="Optuna study of freeze_depth and lr at one sample size")
     tune.add_argument("--sample-size", type=int, required=True)
+    tune.add_argument("--repeat", type=int, default=0)
     tune.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     tune.add_argument("--storage", default=None, help="Optuna storage (journal path or postgresql+psycopg2://...)")
     tune.add_argument("--join", action="store_true",
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--project", type=Path, default=Path.cwd())
     reproduce.set_defaults(func=_reproduce)
 
+    study = sub.add_parser("study", help="the study as a whole").add_subparsers(dest="study_command", required=True)
+    run = study.add_parser("run", help="run the pipeline's stale DVC stages in parallel on Dask")
+    run.add_argument("--workers", type=int, default=None, help="local worker processes (default: cores / threads)")
+    run.add_argument("--scheduler", default=None, help="join an existing Dask cluster, e.g. tcp://HOST:8786")
+    run.add_argument("--project", type=Path, default=Path.cwd())
+    run.set_defaults(func=_study_run)
+
     ui = sub.add_parser("ui", help="start the MLflow UI on the project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
@@ -82,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _predict(args: argparse.Namespace) -> None:
     from lesionseg.inference import predict_files
-    from lesionseg.serving import load_segmenter
     from lesionseg.tracking import store
+    from lesionseg.tracking.pyfunc import load_segmenter
 
     if not Path(args.model).is_file():
         store.connect(args.project)
@@ -93,20 +101,19 @@ def _predict(args: argparse.Namespace) -> None:
 
 
 def _promote(args: argparse.Namespace) -> None:
-    from lesionseg.config import from_mapping, load_params, section
+    from lesionseg.config import load_config
     from lesionseg.data.io import read_json
+    from lesionseg.layout import Layout
     from lesionseg.tracking import store
-    from lesionseg.tracking.promotion import PromotionRule, format_decision, promote, require_registered
+    from lesionseg.tracking.promotion import format_decision, promote, require_registered
 
-    root = args.project.resolve()
-    params = load_params(root / "params.yaml")
-    rule = from_mapping(PromotionRule, params.get("promote", {}), "params.yaml promote")
-    domain = section(params, "data")["target"]["name"]
-    test_ids = read_json(root / "data" / "splits" / f"{domain}.json")["test"]
-    store.connect(root)
+    layout = Layout.at(args.project)
+    cfg = load_config(layout.params_file)
+    test_ids = read_json(layout.split_file(cfg.data.role("target").name))["test"]
+    store.connect(layout.root)
     require_registered(args.model)
-    decision, table = promote(args.model, args.candidate, rule, root / "data" / "processed" / domain, test_ids,
-                              log_path=root / "reports" / "promotions.jsonl", dry_run=args.dry_run)
+    decision, table = promote(args.model, args.candidate, cfg.promote, layout.processed(cfg.data.role("target").name),
+                              test_ids, log_path=layout.promotions_log, dry_run=args.dry_run)
     print(format_decision(decision, table))
     if args.dry_run:
         print("(dry run: nothing was changed)")
@@ -123,6 +130,12 @@ def _reproduce(args: argparse.Namespace) -> None:
         run_plan(plan, args.project.resolve())
 
 
+def _study_run(args: argparse.Namespace) -> None:
+    from lesionseg.cluster import run_study
+
+    run_study(args.project, workers=args.workers, scheduler=args.scheduler).raise_for_failures()
+
+
 def _ui(args: argparse.Namespace) -> None:
     import os
 
@@ -134,19 +147,29 @@ def _ui(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from lesionseg.config import load_params
-    from lesionseg.study import tune_and_retrain, tune_base_spec, tune_config
-    from lesionseg.tuning import open_study, run_trials
+    import dataclasses
 
-    root = args.project.resolve()
-    params = load_params(root / "params.yaml")
+    from lesionseg.config import load_config
+    from lesionseg.layout import Layout
+    from lesionseg.tracking.registry import TARGET_MODEL
+    from lesionseg.tracking.context import RunContext
+    from lesionseg.training.spec import tune_base_spec
+    from lesionseg.tuning import open_study, run_trials, tune_and_retrain
+
+    layout = Layout.at(args.project)
+    cfg = load_config(layout.params_file)
+    tune = dataclasses.replace(cfg.tune, storage=args.storage or cfg.tune.storage)
+    base = tune_base_spec(tune.model, args.sample_size, network=cfg.networks.of(tune.model),
+                          train=cfg.train_for("tune"), finetune=cfg.finetune, target=cfg.data.role("target"),
+                          layout=layout, repeat=args.repeat)
+    context = RunContext(layout)
     if args.join:
-        cfg = tune_config(params, args.storage)
-        base = tune_base_spec(params, args.sample_size, root)
-        run_trials(open_study(args.sample_size, cfg, root), base, cfg, root)
+        run_trials(open_study(base, tune, context), base, tune, context)
         return
-    outcome = tune_and_retrain(params, args.sample_size, root, workers=args.workers, storage=args.storage)
+    outcome = tune_and_retrain(base, tune, cfg.train_for("finetune"), context, workers=args.workers,
+                               register_as=TARGET_MODEL)
     print(f"best {outcome['best_params']} val Dice {outcome['best_value']:.3f}; trials {outcome['trials']}")
+    print(f"study {outcome['study']}: browse its trials with `optuna-dashboard {tune.storage}`")
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -166,13 +189,13 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _render(args: argparse.Namespace) -> None:
-    from lesionseg.visualize import render_dataset_case
+    from lesionseg.evaluation.overlays import render_dataset_case
 
     print(f"wrote {render_dataset_case(args.dataset, args.case_id, args.out, n_slices=args.n_slices)}")
 
 
 def _import_weights(args: argparse.Namespace) -> None:
-    from lesionseg.tracking.weights import import_weights
+    from lesionseg.tracking.import_weights import import_weights
 
     result = import_weights(args.path, args.arch, {"filters": args.filters} if args.arch == "ratlesnetv2" else {},
                             args.name, args.project)
@@ -187,6 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except LesionsegError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # a 401/403 from an authenticated MLflow server becomes one line
+        from lesionseg.tracking.access import permission_error
+
+        line = permission_error(err)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,8 +1,8 @@
-"""Typed configuration built from ``params.yaml`` sections.
+"""Typed configuration built from ``params.yaml``: one frozen dataclass per section.
 
-Configuration flows one way: a stage entry point reads its own section of ``params.yaml``, turns it into
-one of these dataclasses (unknown keys and wrong types are a :class:`ConfigError` naming the key), and
-passes plain values on to the library.
+Configuration flows one way: a stage entry point (or the CLI) calls :func:`load_config`, takes the sections
+it needs (unknown keys and wrong types are a :class:`ConfigError` naming the key), and passes typed values
+on to the library. No library module reads params.yaml.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 STRATEGIES = ("scratch", "partial", "full")
 LOSSES = ("dice", "dicece")
+LR_SCHEDULES = ("poly", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,23 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one network is trained: optimiser, loss, schedule, early stopping, inference window."""
+    """How one network is trained: a budget of optimizer steps (as nnU-Net counts it), the schedule, the
+    loss, validation and early stopping, the sampling of training cases, the inference window.
 
-    epochs: int = 10
+    An "epoch" is ``iterations_per_epoch`` optimizer steps on batches drawn with replacement (lesion scans
+    drawn with probability ``lesion_fraction``), followed by one validation; so every sample size and every
+    arm gets the same ``epochs * iterations_per_epoch`` updates.
+    """
+
+    epochs: int = 20
+    iterations_per_epoch: int = 10
     batch_size: int = 2
     lr: float = 1e-3
-    weight_decay: float = 0.0
-    loss: str = "dice"
-    patience: int = 5
+    lr_schedule: str = "poly"  # poly (nnU-Net's, power 0.9) | cosine | constant
+    weight_decay: float = 3e-5
+    loss: str = "dicece"
+    patience_steps: int = 100  # stop when validation Dice has not improved for this many steps
+    lesion_fraction: float = 0.75  # share of drawn training cases that hold a lesion (when both kinds exist)
     seed: int = 0
     num_threads: int = 2
     patch_size: list[int] | None = None  # None: train on whole prepared volumes
@@ -58,11 +68,20 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ConfigError(f"train.loss={self.loss!r} is not one of {LOSSES}; fix params.yaml")
-        for name in ("epochs", "batch_size", "patience"):
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"train.lr_schedule={self.lr_schedule!r} is not one of {LR_SCHEDULES}; fix params.yaml")
+        for name in ("epochs", "iterations_per_epoch", "batch_size", "patience_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1; fix params.yaml")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0; fix params.yaml")
+        if not 0 <= self.lesion_fraction <= 1:
+            raise ConfigError(f"train.lesion_fraction={self.lesion_fraction} must be in [0, 1]; fix params.yaml")
+
+    @property
+    def budget_steps(self) -> int:
+        """Optimizer steps of a run that is not stopped early."""
+        return self.epochs * self.iterations_per_epoch
 
 
 def _type_ok(value: Any, annotation: Any) -> bool:
@@ -98,7 +117,7 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
         raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(known)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        annotation = hints[name]
+        annotation = _optional_dataclass(hints[name]) if value is not None else hints[name]
         if dataclasses.is_dataclass(annotation):
             kwargs[name] = from_mapping(annotation, value, f"{where}.{name}")
             continue
@@ -107,7 +126,17 @@ def from_mapping(cls: type[T], values: Mapping[str, Any] | None, where: str) -> 
                 f"{where}.{name}={value!r} has the wrong type (expected {_type_name(annotation)}); fix params.yaml"
             )
         kwargs[name] = float(value) if annotation is float else value
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if required - set(kwargs):
+        raise ConfigError(f"{where}: missing key(s) {sorted(required - set(kwargs))}; add them to params.yaml")
     return cls(**kwargs)
+
+
+def _optional_dataclass(annotation: Any) -> Any:
+    """``X`` for an annotation ``X | None`` where X is a dataclass, else the annotation itself."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if len(args) == 1 and dataclasses.is_dataclass(args[0]) else annotation
 
 
 def _type_name(annotation: Any) -> str:
@@ -152,3 +181,273 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+# --- one frozen dataclass per params.yaml section -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SynthDomainConfig:
+    """Size of one synthetic raw dataset (``synthesize.rat`` / ``synthesize.mouse``)."""
+
+    cases: int
+    matrix: int | None = None  # in-plane matrix; None = the domain's paper size
+    n_slices: int | None = None
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    """``synthesize``: the synthetic source and target datasets."""
+
+    seed: int
+    rat: SynthDomainConfig
+    mouse: SynthDomainConfig
+    sham_fraction: float = 0.25
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A raw dataset by name and path (``data.source`` / ``data.target``)."""
+
+    name: str
+    raw: str
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data``: which raw datasets are the source (pretraining) and the target (the study)."""
+
+    source: DatasetRef | None = None  # each stage reads (and DVC tracks) only the role it uses
+    target: DatasetRef | None = None
+
+    def role(self, role: str) -> DatasetRef:
+        """The dataset of ``role`` (source or target)."""
+        if role not in ("source", "target"):
+            raise ConfigError(f"role={role!r} must be source or target")
+        dataset = self.source if role == "source" else self.target
+        if dataset is None:
+            raise ConfigError(f"params.yaml: data.{role} is missing; name its dataset and raw path")
+        return dataset
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The prepared grid of one dataset (``prepare.<name>``)."""
+
+    target_spacing: list[float]
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """``prepare``: intensity clipping plus one :class:`GridConfig` per dataset name."""
+
+    clip_percentiles: tuple[float, float]
+    grids: dict[str, GridConfig]
+
+    @classmethod
+    def from_section(cls, values: Mapping[str, Any]) -> "PrepareConfig":
+        values = dict(values)
+        clip = values.pop("clip_percentiles", [0.5, 99.5])
+        if not _type_ok(clip, list[float]) or len(clip) != 2:
+            raise ConfigError(f"prepare.clip_percentiles={clip!r} must be two numbers; fix params.yaml")
+        grids = {name: from_mapping(GridConfig, grid, f"params.yaml prepare.{name}") for name, grid in values.items()}
+        return cls(tuple(float(c) for c in clip), grids)
+
+    def grid(self, dataset: str) -> GridConfig:
+        """The grid of ``dataset`` (a missing entry is a ConfigError)."""
+        if dataset not in self.grids:
+            raise ConfigError(f"params.yaml: prepare.{dataset} is missing; add its target_spacing and shape")
+        return self.grids[dataset]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``split``: train/val/test fractions, stratified by group and lesion-size bin."""
+
+    seed: int
+    fractions: list[float]
+    n_size_bins: int = 3
+
+
+@dataclass(frozen=True)
+class SubsetsConfig:
+    """``subsets``: nested, lesion-balanced training sets of each size."""
+
+    seed: int
+    sizes: list[int]
+    n_size_bins: int = 3
+
+
+@dataclass(frozen=True)
+class NetworksConfig:
+    """``networks``: constructor keywords (MONAI names) per network name."""
+
+    kwargs: dict[str, dict]
+
+    def of(self, model: str) -> dict[str, Any]:
+        """Keyword arguments of ``model``."""
+        if model not in self.kwargs:
+            raise ConfigError(f"params.yaml: networks.{model} is missing; known networks: {sorted(self.kwargs)}")
+        return dict(self.kwargs[model] or {})
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``pretrain``: the source-domain networks fine-tuning starts from."""
+
+    models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
+    augment: bool = False
+    train: dict = field(default_factory=dict)  # overrides of `train`
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``finetune``: the transfer study's matrix and where its pretrained weights come from."""
+
+    source: str = "pretrain"  # `pretrain` (this pipeline's weights) or a checkpoint path
+    models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    sample_sizes: list[int] = field(default_factory=list)
+    augment: list[str] = field(default_factory=lambda: ["noaug"])
+    partial_freeze_depth: dict = field(default_factory=dict)
+    lr: dict = field(default_factory=dict)  # learning rate per strategy (scratch, partial, full); else train.lr
+    train: dict = field(default_factory=dict)
+
+    def lr_for(self, strategy: str) -> float | None:
+        """The declared learning rate of ``strategy``, or None (then ``train.lr`` applies)."""
+        return float(self.lr[strategy]) if strategy in self.lr else None
+
+    def freeze_depth(self, model: str) -> int:
+        """``partial_freeze_depth`` of ``model``."""
+        if model not in self.partial_freeze_depth:
+            raise ConfigError(f"params.yaml: finetune.partial_freeze_depth.{model} is missing; "
+                              "set how many blocks to freeze")
+        return int(self.partial_freeze_depth[model])
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """``baseline``: MONAI networks trained from scratch."""
+
+    models: list[str] = field(default_factory=list)
+    sample_sizes: list[int] = field(default_factory=list)
+    augment: list[str] = field(default_factory=lambda: ["aug"])
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``tune``: the Optuna search of freeze_depth and lr per sample size."""
+
+    model: str = "ratlesnetv2"
+    sample_sizes: list[int] = field(default_factory=list, compare=False)  # dvc.yaml's matrix; no study reads it
+    repeats: list[int] = field(default_factory=lambda: [0], compare=False)  # which repeats get a tuned arm
+    n_trials: int = 6
+    timeout_s: float | None = None
+    lr_min: float = 1e-4
+    lr_max: float = 1e-2
+    tune_augment: bool = False
+    pruner: str = "median"  # median | percentile | threshold | none
+    pruner_startup_trials: int = 2
+    pruner_warmup_epochs: int = 1
+    pruner_percentile: float = 25.0
+    pruner_threshold: float = 0.0  # threshold pruner: prune when val Dice is below this
+    sampler_seed: int = 0
+    storage: str = "tuning/journal.log"  # a journal file path, or an RDB URL (postgresql+psycopg2://...)
+    heartbeat_s: int = 30  # RDB storages: a trial silent this long x3 is failed and retried
+    train: dict = field(default_factory=dict)  # overrides of finetune's training for trials
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr_min < self.lr_max:
+            raise ConfigError(f"tune.lr_min={self.lr_min} / lr_max={self.lr_max}: need 0 < lr_min < lr_max")
+        if self.pruner not in ("median", "percentile", "threshold", "none"):
+            raise ConfigError(f"tune.pruner={self.pruner!r} is not one of median, percentile, threshold, none")
+
+    def search_params(self) -> dict[str, Any]:
+        """What shapes the search (logged on the study's parent run); not where it is stored."""
+        skip = ("storage", "sample_sizes", "repeats", "train")
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """``study``: how often every cell is repeated (each repeat: its own training seed and subset draw).
+
+    ``repeats`` lists the repeat indices (``[0, 1]`` for R = 2) because dvc.yaml's ``matrix`` needs a list.
+    """
+
+    repeats: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate``."""
+
+    n_overlays: int = 2
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``report``: the comparisons, declared before any result, and the test's level."""
+
+    comparisons: list[dict] = field(default_factory=list)  # [{treatment: ARM, control: ARM}], at every n
+    alpha: float = 0.05  # after Holm's correction across all comparisons
+    seed: int = 0  # bootstrap seed
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """``promote``: when a candidate replaces the champion."""
+
+    alpha: float = 0.05  # one-sided paired Wilcoxon: candidate's per-case Dice greater than the champion's
+    min_dice_gain: float = 0.0  # mean Dice must rise by more than this
+    hd95_margin_mm: float = 0.5  # mean HD95 may not get worse by more than this
+    min_dice_first: float = 0.0  # with no champion yet, the candidate needs at least this mean Dice
+
+
+SECTIONS: dict[str, Any] = {
+    "synthesize": SynthesizeConfig, "data": DataConfig, "prepare": PrepareConfig.from_section,
+    "split": SplitConfig, "subsets": SubsetsConfig, "networks": lambda v: NetworksConfig(dict(v)),
+    "train": TrainConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "baseline": BaselineConfig,
+    "tune": TuneConfig, "study": StudyConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "promote": PromoteConfig,
+}
+
+
+class ProjectConfig:
+    """params.yaml as typed sections. Each section is built and validated once, when first used, so a stage
+    needs (and DVC tracks) only the sections it reads; a missing one is a one-line :class:`ConfigError`."""
+
+    def __init__(self, params: Mapping[str, Any], source: str = "params.yaml") -> None:
+        self._params = dict(params)
+        self._source = source
+        self._built: dict[str, Any] = {}
+
+    def _section(self, name: str) -> Any:
+        if name not in self._built:
+            values = section(self._params, name)
+            build = SECTIONS[name]
+            self._built[name] = (build(values) if not isinstance(build, type)
+                                 else from_mapping(build, values, f"{self._source} {name}"))
+        return self._built[name]
+
+    def __getattr__(self, name: str) -> Any:
+        if name in SECTIONS:
+            return self._section(name)
+        raise AttributeError(name)
+
+    def train_for(self, stage: str) -> TrainConfig:
+        """``train`` merged with the stage's own ``train:`` overrides (``pretrain``, ``finetune`` or ``tune``;
+        tune's overrides apply on top of finetune's)."""
+        chain = {"pretrain": ["pretrain"], "finetune": ["finetune"], "tune": ["finetune", "tune"]}[stage]
+        merged = dict(section(self._params, "train"))
+        for name in chain:
+            overrides = dict(self._section(name).train or {})
+            if "augment" in merged and "augment" in overrides:
+                overrides["augment"] = {**merged["augment"], **overrides["augment"]}
+            merged.update(overrides)
+        return from_mapping(TrainConfig, merged, f"{self._source} {stage}.train")
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """The typed configuration of the params file at ``path``."""
+    return ProjectConfig(load_params(path), str(Path(path).name))

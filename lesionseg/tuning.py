@@ -7,27 +7,37 @@ so the pruner can stop bad ones. Storage is a journal file (workers on one machi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import multiprocessing
 import os
 import socket
 import tempfile
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import optuna
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from sqlalchemy.engine import make_url
+
+from lesionseg.config import TrainConfig, TuneConfig
+from lesionseg.data.io import write_json
 from lesionseg.errors import ConfigError, TrackingError
-from lesionseg.runs import RunSpec, log_run_start, setup_training
 from lesionseg.networks import build_network, network_blocks
 from lesionseg.tracking import store
 from lesionseg.tracking.callback import MlflowCallback
+from lesionseg.tracking.context import RunContext
+from lesionseg.tracking.run import lineage_tags, log_run_start, train_tracked
 from lesionseg.training.engine import build_loss
+from lesionseg.training.setup import setup_training
+from lesionseg.training.spec import RunSpec
 from lesionseg.training.fit import FitState, fit
 
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
@@ -35,41 +45,23 @@ WORKER_ATTR = "worker"
 RDB_PREFIXES = ("postgresql", "mysql", "sqlite", "oracle", "mssql")
 
 
-@dataclass(frozen=True)
-class TuneConfig:
-    """The ``tune`` section of params.yaml."""
-
-    n_trials: int = 6
-    timeout_s: float | None = None
-    lr_min: float = 1e-4
-    lr_max: float = 1e-2
-    tune_augment: bool = False
-    pruner: str = "median"  # median | percentile | threshold | none
-    pruner_startup_trials: int = 2
-    pruner_warmup_epochs: int = 1
-    pruner_percentile: float = 25.0
-    pruner_threshold: float = 0.0  # threshold pruner: prune when val Dice is below this
-    sampler_seed: int = 0
-    storage: str = "tuning/journal.log"  # a journal file path, or an RDB URL (postgresql+psycopg2://...)
-    heartbeat_s: int = 30  # RDB storages: a trial silent this long x3 is failed and retried
-
-    def __post_init__(self) -> None:
-        if not 0 < self.lr_min < self.lr_max:
-            raise ConfigError(f"tune.lr_min={self.lr_min} / lr_max={self.lr_max}: need 0 < lr_min < lr_max")
-        if self.pruner not in ("median", "percentile", "threshold", "none"):
-            raise ConfigError(f"tune.pruner={self.pruner!r} is not one of median, percentile, threshold, none")
-
-
-def study_name(sample_size: int) -> str:
-    """One study per sample size."""
-    return f"finetune-n{sample_size}"
+def study_name(base: RunSpec, cfg: TuneConfig) -> str:
+    """One study per arm, sample size and repeat, fingerprinted by what shapes a trial: the base spec (network,
+    trial budget, case ids, pretrained weights' bytes), the search space and the prepared data's bytes. Changed
+    inputs start a new study; unchanged ones resume the old one."""
+    digest = hashlib.sha256()
+    digest.update(base.fingerprint().encode())
+    digest.update(json.dumps(cfg.search_params(), sort_keys=True, default=str).encode())
+    for case_id in sorted({*base.train_ids, *base.val_ids}):
+        digest.update((Path(base.prepared_dir) / f"{case_id}.npz").read_bytes())
+    return f"finetune-{base.model}-n{base.sample_size}-r{base.repeat}-{digest.hexdigest()[:10]}"
 
 
 def _is_rdb_url(storage: str) -> bool:
     return storage.split(":", 1)[0].split("+", 1)[0] in RDB_PREFIXES
 
 
-def open_storage(storage: str, project_root: str | Path, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
+def open_storage(storage: str, project_root: Path, heartbeat_s: int = 30) -> optuna.storages.BaseStorage:
     """A journal file (relative paths are under the project root) or an RDB URL with heartbeats, so a dead
     worker's trial is failed and retried rather than left RUNNING."""
     if _is_rdb_url(storage):
@@ -86,18 +78,17 @@ def open_storage(storage: str, project_root: str | Path, heartbeat_s: int = 30) 
                 f"Optuna storage {_redact(storage)} is unreachable ({reason}); check the URL and that the database runs"
             ) from None
     path = Path(storage)
-    path = path if path.is_absolute() else Path(project_root).resolve() / path
+    path = path if path.is_absolute() else project_root / path
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _redact(url: str) -> str:
     """Hide a password in a storage URL before it reaches a message."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: say nothing of it
+        return "<storage URL>"
 
 
 def make_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
@@ -113,10 +104,10 @@ def make_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(sample_size: int, cfg: TuneConfig, project_root: str | Path) -> optuna.Study:
-    """Create or join (``load_if_exists``) the study for ``sample_size``."""
+def open_study(base: RunSpec, cfg: TuneConfig, context: RunContext) -> optuna.Study:
+    """Create or join (``load_if_exists``) the study of ``base`` (see :func:`study_name`)."""
     return optuna.create_study(
-        study_name=study_name(sample_size), storage=open_storage(cfg.storage, project_root, cfg.heartbeat_s),
+        study_name=study_name(base, cfg), storage=open_storage(cfg.storage, context.layout.root, cfg.heartbeat_s),
         sampler=optuna.samplers.TPESampler(seed=cfg.sampler_seed), pruner=make_pruner(cfg),
         direction="maximize", load_if_exists=True,
     )
@@ -157,21 +148,20 @@ def trial_spec(trial: optuna.Trial, base: RunSpec, cfg: TuneConfig) -> RunSpec:
 class Objective:
     """Train one trial inside a nested MLflow run; returns its best validation Dice."""
 
-    def __init__(self, base: RunSpec, cfg: TuneConfig, parent_run_id: str, project_root: str | Path) -> None:
-        self.base, self.cfg, self.parent_run_id = base, cfg, parent_run_id
-        self.project_root = Path(project_root)
+    def __init__(self, base: RunSpec, cfg: TuneConfig, parent_run_id: str, context: RunContext) -> None:
+        self.base, self.cfg, self.parent_run_id, self.context = base, cfg, parent_run_id, context
 
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         spec = trial_spec(trial, self.base, self.cfg)
-        experiment_id = store.ensure_experiment(store.EXPERIMENTS["tune"], self.project_root)
-        name = f"{spec.model}/n{spec.sample_size}/trial-{trial.number}"
+        experiment_id = store.ensure_experiment(store.EXPERIMENTS["tune"], self.context.layout.root)
+        name = f"{spec.model}/n{spec.sample_size}/r{spec.repeat}/trial-{trial.number}"
         with mlflow.start_run(experiment_id=experiment_id, run_name=name,
                               tags={"mlflow.parentRunId": self.parent_run_id, "optuna_trial": str(trial.number),
-                                    "optuna_study": study_name(spec.sample_size)}) as run:
+                                    "optuna_study": trial.study.study_name}) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             setup = setup_training(spec)
-            log_run_start(spec, self.project_root, setup.model_info)
+            log_run_start(spec, setup.model_info, lineage_tags(spec, self.context), self.context.dvc_exp_name)
             try:
                 with tempfile.TemporaryDirectory(prefix="lesionseg-trial-") as ckpt:
                     state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
@@ -200,7 +190,7 @@ def fail_dead_local_trials(study: optuna.Study) -> list[int]:
         worker_host, _, pid = worker.rpartition(":")
         if worker_host != host or not pid.isdigit() or _pid_alive(int(pid)):
             continue
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # noqa: SLF001 (no public API)
+        study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         failed.append(trial.number)
     return failed
@@ -216,16 +206,16 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def run_trials(study: optuna.Study, base: RunSpec, cfg: TuneConfig, project_root: str | Path) -> None:
+def run_trials(study: optuna.Study, base: RunSpec, cfg: TuneConfig, context: RunContext) -> None:
     """One worker: run trials until the study holds ``cfg.n_trials`` finished trials or time runs out."""
-    store.connect(project_root)
+    store.connect(context.layout.root)
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if not parent:
         raise TrackingError(f"study {study.study_name} has no MLflow parent run; start it with `lesionseg tune`")
     fail_dead_local_trials(study)
     budget = optuna.study.MaxTrialsCallback(cfg.n_trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
     if _finished(study) < cfg.n_trials:
-        study.optimize(Objective(base, cfg, parent, project_root), n_trials=cfg.n_trials, timeout=cfg.timeout_s,
+        study.optimize(Objective(base, cfg, parent, context), n_trials=cfg.n_trials, timeout=cfg.timeout_s,
                        callbacks=[budget], gc_after_trial=True)
 
 
@@ -233,20 +223,18 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def ensure_parent_run(study: optuna.Study, base: RunSpec, cfg: TuneConfig, project_root: str | Path) -> str:
+def ensure_parent_run(study: optuna.Study, base: RunSpec, cfg: TuneConfig, context: RunContext) -> str:
     """The study's MLflow parent run (created once, its id kept as a study user attribute)."""
-    store.connect(project_root)
+    store.connect(context.layout.root)
     parent = study.user_attrs.get(PARENT_RUN_ATTR)
     if parent:
         return parent
-    experiment_id = store.ensure_experiment(store.EXPERIMENTS["tune"], project_root)
-    run = MlflowClient().create_run(experiment_id, run_name=f"{base.model}/n{base.sample_size}/study",
-                                    tags={"optuna_study": study.study_name, "sample_size": str(base.sample_size),
+    experiment_id = store.ensure_experiment(store.EXPERIMENTS["tune"], context.layout.root)
+    run = MlflowClient().create_run(experiment_id, run_name=f"{base.model}/n{base.sample_size}/r{base.repeat}/study",
+                                    tags={"optuna_study": study.study_name, "sample_size": str(base.sample_size), "repeat": str(base.repeat),
                                           "model": base.model})
-    params = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "storage"}
-    params["storage_kind"] = "rdb" if _is_rdb_url(cfg.storage) else "journal"
-    for key, value in params.items():
-        MlflowClient().log_param(run.info.run_id, key, "" if value is None else value)
+    params = {**cfg.search_params(), "storage_kind": "rdb" if _is_rdb_url(cfg.storage) else "journal"}
+    MlflowClient().log_batch(run.info.run_id, params=[Param(k, str("" if v is None else v)) for k, v in params.items()])
     study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
     return run.info.run_id
 
@@ -274,11 +262,13 @@ def log_study_summary(study: optuna.Study, outcome: dict[str, Any], plot_dir: st
 
     parent = study.user_attrs[PARENT_RUN_ATTR]
     client = MlflowClient()
-    client.log_metric(parent, "best_val_dice", outcome["best_value"])
-    for key, value in outcome["best_params"].items():
-        client.set_tag(parent, f"best_{key}", str(value))
-    for state, count in outcome["trials"].items():
-        client.log_metric(parent, f"n_trials_{state}", count)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent,
+        metrics=[Metric("best_val_dice", float(outcome["best_value"]), now, 0)]
+        + [Metric(f"n_trials_{state}", float(count), now, 0) for state, count in outcome["trials"].items()],
+        tags=[RunTag(f"best_{key}", str(value)) for key, value in outcome["best_params"].items()],
+    )
     plot_dir = Path(plot_dir)
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots = {"optimization_history": lambda: ovm.plot_optimization_history(study),
@@ -300,23 +290,23 @@ def log_study_summary(study: optuna.Study, outcome: dict[str, Any], plot_dir: st
     return written
 
 
-def _worker(base: RunSpec, cfg: TuneConfig, project_root: str) -> None:
-    study = open_study(base.sample_size, cfg, project_root)
-    run_trials(study, base, cfg, project_root)
+def _worker(base: RunSpec, cfg: TuneConfig, context: RunContext) -> None:
+    study = open_study(base, cfg, context)
+    run_trials(study, base, cfg, context)
 
 
-def tune(base: RunSpec, cfg: TuneConfig, project_root: str | Path, *, workers: int = 1) -> optuna.Study:
+def tune(base: RunSpec, cfg: TuneConfig, context: RunContext, *, workers: int = 1) -> optuna.Study:
     """Create/join the study for ``base.sample_size``, make sure it has a parent run, and run ``workers``
     processes on it (each opens the shared storage itself). Returns the study."""
     if workers < 1:
         raise ConfigError(f"--workers={workers} must be >= 1")
-    study = open_study(base.sample_size, cfg, project_root)
-    ensure_parent_run(study, base, cfg, project_root)
+    study = open_study(base, cfg, context)
+    ensure_parent_run(study, base, cfg, context)
     if workers == 1:
-        run_trials(study, base, cfg, project_root)
+        run_trials(study, base, cfg, context)
         return study
-    context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(base, cfg, str(project_root)), name=f"tune-worker-{i}")
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=_worker, args=(base, cfg, context), name=f"tune-worker-{i}")
                  for i in range(workers)]
     for process in processes:
         process.start()
@@ -326,3 +316,30 @@ def tune(base: RunSpec, cfg: TuneConfig, project_root: str | Path, *, workers: i
     if failed:
         raise TrackingError(f"tuning workers {failed} exited with an error; see their output above")
     return study
+
+
+def final_spec(base: RunSpec, best_params: dict[str, Any], train: TrainConfig) -> RunSpec:
+    """The final run of a study: the best depth/lr/augment with the full (not the trials') training budget."""
+    depth = int(best_params["freeze_depth"])
+    return dataclasses.replace(base, stage="finetune", strategy="partial" if depth else "full", freeze_depth=depth,
+                               augment=bool(best_params.get("augment", base.augment)),
+                               train=dataclasses.replace(train, lr=float(best_params["lr"])))
+
+
+def tune_and_retrain(base: RunSpec, cfg: TuneConfig, final_train: TrainConfig, context: RunContext, *,
+                     workers: int = 1, register_as: str | None = None) -> dict[str, Any]:
+    """Tune freeze_depth/lr from ``base`` (a trial's starting spec), then retrain the best setting with the
+    final training budget and register it (tag ``tuned``). Writes ``tuning/nN/best.json`` and ``plots/``;
+    the final model goes to ``models/tuned/nN``."""
+    layout = context.layout
+    study = tune(base, cfg, context, workers=workers)
+    outcome = study_outcome(study)
+    out_dir = layout.tuning_dir(base.sample_size, base.repeat)
+    log_study_summary(study, outcome, out_dir / "plots")
+    final = final_spec(base, outcome["best_params"], final_train)
+    result = train_tracked(final, context, layout.tuned_dir(base.sample_size, base.repeat),
+                           layout.checkpoints("tuned", f"n{base.sample_size}-r{base.repeat}"), register_as=register_as,
+                           tags={"tuned": "true", "optuna_study": outcome["study"]})
+    outcome["final"] = {k: result.get(k) for k in ("run_id", "version", "best_val_dice", "model_uri")}
+    write_json(out_dir / "best.json", outcome)
+    return outcome

@@ -1,26 +1,28 @@
-"""What every stage entry point shares: the project root, params.yaml, and turning our errors into one line."""
-from __future__ import annotations
-
+"""What every stage entry point shares: the project's config and layout, its run context, one-line errors."""
+import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
-
 ROOT = Path(__file__).resolve().parents[1]
-# Stage scripts run as `python pipelines/<stage>.py` from dvc.yaml and MLproject; putting the project root
-# on the path lets them import the library even in an environment (e.g. MLflow's conda env) without `pip -e`.
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # `python pipelines/X.py` also runs in an env (MLflow's conda) without `pip -e`
 
-from lesionseg.config import load_params  # noqa: E402
+from lesionseg.config import load_config  # noqa: E402
 from lesionseg.errors import LesionsegError  # noqa: E402
+from lesionseg.layout import Layout  # noqa: E402
+
+LAYOUT = Layout.at(ROOT)
 
 
-def params(path: str | None = None) -> dict[str, Any]:
-    """params.yaml of the project (or ``path``)."""
-    return load_params(Path(path) if path else ROOT / "params.yaml")
+def config():  # the project's params.yaml, typed
+    return load_config(LAYOUT.params_file)
 
 
-def run(main: Callable[[], Any]) -> None:
-    """Call ``main``; a :class:`LesionsegError` becomes one line on stderr and exit code 1."""
+def context():
+    """What `mlflow run` (MLFLOW_RUN_ID) and `dvc exp run` (DVC_EXP_NAME) told this process, read once here."""
+    from lesionseg.tracking.context import RunContext
+    return RunContext(LAYOUT, os.environ.get("MLFLOW_RUN_ID") or None, os.environ.get("DVC_EXP_NAME", ""))
+
+
+def run(main) -> None:
     try:
         main()
     except LesionsegError as err:

@@ -1,22 +1,20 @@
-"""DVC stage `subsets`: nested, lesion-balanced training sets of each size from the target train split."""
-from _stage import ROOT, params, run
+"""DVC stage `subsets`: per repeat, an independent draw of nested, lesion-balanced training sets of each size."""
+from _stage import LAYOUT, config, run
 
-from lesionseg.config import section
 from lesionseg.data.io import read_json, write_json
 from lesionseg.data.preprocess import load_manifest
 from lesionseg.data.splits import lesion_balanced_subsets
 
 
 def main() -> None:
-    p = params()
-    name = section(p, "data")["target"]["name"]
-    cfg = section(p, "subsets")
-    cases = load_manifest(ROOT / "data" / "processed" / name)["cases"]
-    train_ids = read_json(ROOT / "data" / "splits" / f"{name}.json")["train"]
-    subsets = lesion_balanced_subsets(cases, train_ids, cfg["sizes"], seed=cfg["seed"],
-                                      n_size_bins=cfg["n_size_bins"])
-    write_json(ROOT / "data" / "splits" / "subsets.json", subsets)
-    print("subsets: " + ", ".join(f"n={k}" for k in subsets))
+    cfg = config()
+    name = cfg.data.role("target").name
+    cases = load_manifest(LAYOUT.processed(name))["cases"]
+    train_ids = read_json(LAYOUT.split_file(name))["train"]
+    subsets = {str(r): lesion_balanced_subsets(cases, train_ids, cfg.subsets.sizes, seed=cfg.subsets.seed + r,
+                                               n_size_bins=cfg.subsets.n_size_bins) for r in cfg.study.repeats}
+    write_json(LAYOUT.subsets_file, subsets)
+    print(f"subsets: repeats {list(subsets)}, sizes {cfg.subsets.sizes}")
 
 
 if __name__ == "__main__":

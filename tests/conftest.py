@@ -29,19 +29,23 @@ TINY_PARAMS = {
                  "dynunet": {"filters": [4, 8, 16]},
                  "unetr": {"img_size": [16, 16, 16], "feature_size": 4, "hidden_size": 32, "mlp_dim": 64,
                            "num_heads": 2}},
-    "train": {"epochs": 2, "batch_size": 2, "lr": 0.01, "loss": "dice", "patience": 5, "seed": 0,
-              "num_threads": 1, "patch_size": None, "device": "cpu", "amp": False},
+    "train": {"epochs": 2, "iterations_per_epoch": 2, "batch_size": 2, "lr": 0.01, "loss": "dicece",
+              "patience_steps": 20, "seed": 0, "num_threads": 1, "patch_size": None, "device": "cpu", "amp": False},
+    "study": {"repeats": [0, 1]},
     "pretrain": {"models": ["ratlesnetv2"], "augment": False, "train": {"epochs": 2}},
     "finetune": {"source": "pretrain", "models": ["ratlesnetv2"], "strategies": ["scratch", "partial"],
                  "sample_sizes": [4], "augment": ["noaug"],
-                 "partial_freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14}, "train": {}},
+                 "partial_freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14},
+                 "lr": {"scratch": 0.02, "partial": 0.01, "full": 0.01}, "train": {}},
     "baseline": {"models": ["unet"], "sample_sizes": [4], "augment": ["aug"]},
-    "tune": {"model": "ratlesnetv2", "sample_sizes": [4], "n_trials": 3, "timeout_s": None, "lr_min": 0.001,
+    "tune": {"model": "ratlesnetv2", "sample_sizes": [4], "repeats": [0], "n_trials": 3, "timeout_s": None, "lr_min": 0.001,
              "lr_max": 0.05, "tune_augment": False, "pruner": "median", "pruner_startup_trials": 1,
              "pruner_warmup_epochs": 0, "pruner_percentile": 25.0, "pruner_threshold": 0.0, "sampler_seed": 0,
              "storage": "tuning/journal.log", "heartbeat_s": 30, "train": {"epochs": 2}},
     "evaluate": {"n_overlays": 1},
-    "report": {"n_boot": 200, "seed": 0},
+    "report": {"comparisons": [{"treatment": "ratlesnetv2/partial/noaug", "control": "ratlesnetv2/scratch/noaug"},
+                               {"treatment": "unet/scratch/aug", "control": "ratlesnetv2/scratch/noaug"}],
+               "alpha": 0.05, "seed": 0},
     "promote": {"alpha": 0.05, "min_dice_gain": 0.0, "hd95_margin_mm": 0.5, "min_dice_first": 0.0},
 }
 
@@ -67,8 +71,10 @@ def build_tiny_data(root: Path, params: dict) -> None:
         write_json(root / "data" / "splits" / f"{domain}.json", split)
     cases = load_manifest(root / "data" / "processed" / "mouse")["cases"]
     train_ids = yaml.safe_load((root / "data" / "splits" / "mouse.json").read_text())["train"]
-    subsets = lesion_balanced_subsets(cases, train_ids, params["subsets"]["sizes"], seed=params["subsets"]["seed"],
-                                      n_size_bins=params["subsets"]["n_size_bins"])
+    subsets = {str(r): lesion_balanced_subsets(cases, train_ids, params["subsets"]["sizes"],
+                                               seed=params["subsets"]["seed"] + r,
+                                               n_size_bins=params["subsets"]["n_size_bins"])
+               for r in params["study"]["repeats"]}
     write_json(root / "data" / "splits" / "subsets.json", subsets)
     # Source weights for the tuning tests: an initialised (untrained) network in the pretrain stage's format;
     # test_tracking.py covers real pretraining.
@@ -78,6 +84,44 @@ def build_tiny_data(root: Path, params: dict) -> None:
     net = build_network("ratlesnetv2", **params["networks"]["ratlesnetv2"])
     (root / "models" / "pretrained" / "ratlesnetv2").mkdir(parents=True)
     torch.save({"model": net.state_dict()}, root / "models" / "pretrained" / "ratlesnetv2" / "model.pt")
+
+
+def cell_spec(params: dict, model: str, strategy: str, sample_size: int, augment: str, root: Path, **kwargs):
+    """A study cell's RunSpec for the project at ``root``, built the way the finetune/tune stages build it."""
+    from lesionseg.config import ProjectConfig
+    from lesionseg.layout import Layout
+    from lesionseg.training.spec import finetune_spec
+
+    cfg = ProjectConfig(params)
+    train = cfg.train_for("tune" if kwargs.get("stage") == "tune" else "finetune")
+    return finetune_spec(model, strategy, sample_size, augment, network=cfg.networks.of(model), train=train,
+                         finetune=cfg.finetune, target=cfg.data.role("target"), layout=Layout.at(root), **kwargs)
+
+
+def source_spec(params: dict, model: str, root: Path):
+    """The pretrain stage's RunSpec for the project at ``root``."""
+    from lesionseg.config import ProjectConfig
+    from lesionseg.layout import Layout
+    from lesionseg.training.spec import pretrain_spec
+
+    cfg = ProjectConfig(params)
+    return pretrain_spec(model, cfg.networks.of(model), cfg.train_for("pretrain"), cfg.pretrain, cfg.data.role("source"),
+                         Layout.at(root))
+
+
+def ctx(root: Path):
+    """The run context of the project at ``root`` (no launcher, no DVC experiment)."""
+    from lesionseg.layout import Layout
+    from lesionseg.tracking.context import RunContext
+
+    return RunContext(Layout.at(root))
+
+
+def tune_cfg(params: dict):
+    """The typed ``tune`` section of ``params``."""
+    from lesionseg.config import ProjectConfig
+
+    return ProjectConfig(params).tune
 
 
 @pytest.fixture(scope="session")
@@ -110,15 +154,14 @@ def tiny_params() -> dict:
 @pytest.fixture
 def two_versions(tiny_project, tiny_params):
     """Two registered lesionseg-mouse versions trained on the tiny project (v1: 1 epoch, v2: 2 epochs)."""
-    from lesionseg.runs import train_tracked
-    from lesionseg.specs import finetune_spec
     from lesionseg.tracking.registry import TARGET_MODEL
+    from lesionseg.tracking.run import train_tracked
 
     root = tiny_project
     results = []
     for epochs, name in ((1, "a"), (2, "b")):
-        spec = finetune_spec(tiny_params, "unet", "scratch", 4, "noaug", root)
+        spec = cell_spec(tiny_params, "unet", "scratch", 4, "noaug", root)
         spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=epochs))
-        results.append(train_tracked(spec, root, root / "models" / "finetune" / name, root / "checkpoints" / name,
+        results.append(train_tracked(spec, ctx(root), root / "models" / "finetune" / name, root / "checkpoints" / name,
                                      register_as=TARGET_MODEL, progress=False))
     return root, results

@@ -53,11 +53,28 @@ def test_load_params_errors(tmp_path):
         section({}, "train")
 
 
-def test_project_params_yaml_is_valid():
+def test_project_params_yaml_builds_every_section():
     from pathlib import Path
 
-    from lesionseg.specs import train_config
+    from lesionseg.config import SECTIONS, load_config
 
-    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    for stage in ("pretrain", "finetune"):
-        assert train_config(params, stage).epochs >= 1
+    cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
+    for name in SECTIONS:
+        getattr(cfg, name)  # builds and validates the section
+    for stage in ("pretrain", "finetune", "tune"):
+        cfg.train_for(stage)
+
+
+def test_stage_train_overrides_merge_on_top_of_train():
+    from lesionseg.config import ProjectConfig
+
+    params = {"train": {"epochs": 3, "lr": 0.01, "augment": {"flip_prob": 0.1, "noise_prob": 0.2}},
+              "pretrain": {"train": {"epochs": 9, "augment": {"flip_prob": 0.7}}},
+              "finetune": {"train": {"lr": 0.002}}, "tune": {"train": {"epochs": 4}}}
+    cfg = ProjectConfig(params)
+    pre = cfg.train_for("pretrain")
+    assert (pre.epochs, pre.lr, pre.augment.flip_prob, pre.augment.noise_prob) == (9, 0.01, 0.7, 0.2)
+    tune = cfg.train_for("tune")
+    assert (tune.epochs, tune.lr) == (4, 0.002)  # tune on top of finetune on top of train
+    with pytest.raises(ConfigError, match="missing section 'subsets'"):
+        cfg.subsets

@@ -15,20 +15,21 @@ from mlflow.tracking import MlflowClient
 
 from lesionseg.data.io import atomic_path, write_json
 from lesionseg.errors import TrackingError
-from lesionseg.runs import train_tracked
-from lesionseg.specs import finetune_spec
+from lesionseg.tracking.run import train_tracked
+from conftest import cell_spec, ctx
 from lesionseg.tracking.registry import TARGET_MODEL
 from lesionseg.training.fit import LAST, load_checkpoint
 
 TRAIN_SCRIPT = textwrap.dedent("""
     import sys, yaml
     from pathlib import Path
-    from lesionseg.runs import train_tracked
-    from lesionseg.specs import finetune_spec
+    sys.path.insert(0, sys.argv[2])
+    from lesionseg.tracking.run import train_tracked
+    from conftest import cell_spec, ctx
     root = Path(sys.argv[1])
     params = yaml.safe_load((root / "params.yaml").read_text())
-    spec = finetune_spec(params, "ratlesnetv2", "scratch", 4, "noaug", root)
-    train_tracked(spec, root, root / "models/out", root / "checkpoints/out", register_as="lesionseg-mouse",
+    spec = cell_spec(params, "ratlesnetv2", "scratch", 4, "noaug", root)
+    train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/out", register_as="lesionseg-mouse",
                   progress=False)
 """)
 
@@ -40,11 +41,11 @@ def _epochs_in_checkpoint(path: Path) -> int:
 def test_process_killed_mid_training_resumes_into_the_same_run(tiny_project, tiny_params):
     root = tiny_project
     epochs = 30  # long enough that the poll below sees the run in flight
-    params = {**tiny_params, "train": {**tiny_params["train"], "epochs": epochs, "patience": epochs}}
+    params = {**tiny_params, "train": {**tiny_params["train"], "epochs": epochs, "patience_steps": 10_000}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     script = root / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(root)], env=os.environ.copy(),
+    proc = subprocess.Popen([sys.executable, str(script), str(root), str(Path(__file__).parent)], env=os.environ.copy(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = root / "checkpoints/out" / LAST
     deadline = time.time() + 120
@@ -55,21 +56,22 @@ def test_process_killed_mid_training_resumes_into_the_same_run(tiny_project, tin
     proc.wait()
     killed_at = _epochs_in_checkpoint(last)
     assert 2 <= killed_at < epochs
-    spec = finetune_spec(params, "ratlesnetv2", "scratch", 4, "noaug", root)
-    result = train_tracked(spec, root, root / "models/out", root / "checkpoints/out", register_as=TARGET_MODEL,
+    spec = cell_spec(params, "ratlesnetv2", "scratch", 4, "noaug", root)
+    result = train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/out", register_as=TARGET_MODEL,
                            progress=False)
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("lesionseg-finetune").experiment_id])
     assert [r.info.run_id for r in runs] == [result["run_id"]], "one run, resumed"
     steps = [m.step for m in client.get_metric_history(result["run_id"], "val_dice")]
-    assert sorted(set(steps)) == list(range(1, epochs + 1)), steps
+    per_epoch = params["train"]["iterations_per_epoch"]
+    assert sorted(set(steps)) == [e * per_epoch for e in range(1, epochs + 1)], steps
     assert len(client.search_model_versions(f"name='{TARGET_MODEL}'")) == 1, "no duplicate model versions"
     assert int(client.get_run(result["run_id"]).data.tags["resumed_from_epoch"]) == killed_at
 
 
 def test_tracking_server_gone_mid_run_gives_clear_error_and_intact_checkpoint(tiny_project, tiny_params, monkeypatch):
     root = tiny_project
-    spec = finetune_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
+    spec = cell_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
     from lesionseg.tracking import callback
 
     original = callback.MlflowClient.log_batch
@@ -81,7 +83,7 @@ def test_tracking_server_gone_mid_run_gives_clear_error_and_intact_checkpoint(ti
 
     monkeypatch.setattr(callback.MlflowClient, "log_batch", server_gone)
     with pytest.raises(TrackingError) as err:
-        train_tracked(spec, root, root / "models/out", root / "checkpoints/out", progress=False)
+        train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/out", progress=False)
     assert "lost the MLflow tracking store" in str(err.value) and "\n" not in str(err.value)
     checkpoint = load_checkpoint(root / "checkpoints/out" / LAST)
     assert checkpoint["state"]["epoch"] == 1 and "optimizer" in checkpoint

@@ -5,12 +5,11 @@ import json
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import ndimage
 
-from lesionseg import metrics
-from lesionseg.metrics import case_metrics, dice, hd95, summarize, write_summary_json
+from lesionseg.evaluation import metrics
+from lesionseg.evaluation.metrics import case_metrics, dice, hd95
 
 medpy_binary = pytest.importorskip("medpy.metric.binary")
 
@@ -221,86 +220,3 @@ def test_case_metrics_empty_mask_outcomes(has_pred, has_gt, outcome, expected_di
     assert row["hd95_mm"] == expected_hd or (math.isnan(row["hd95_mm"]) and math.isnan(expected_hd))
     assert row["pred_volume_mm3"] == (9.0 if has_pred else 0.0)  # 18 voxels * 0.5 mm^3
     assert row["gt_volume_mm3"] == (9.0 if has_gt else 0.0)
-
-
-# ---------------------------------------------------------------------------------------------- summary
-TABLE = [
-    {"case_id": "m1", "dice": 0.8, "hd95_mm": 2.0, "outcome": "detected"},
-    {"case_id": "m2", "dice": 0.6, "hd95_mm": 4.0, "outcome": "detected"},
-    {"case_id": "m3", "dice": 0.0, "hd95_mm": math.inf, "outcome": "missed"},
-    {"case_id": "s1", "dice": math.nan, "hd95_mm": math.nan, "outcome": "true_empty"},
-    {"case_id": "s2", "dice": 0.0, "hd95_mm": math.inf, "outcome": "false_alarm"},
-    {"case_id": "m4", "dice": 0.7, "hd95_mm": 9.0, "outcome": "detected"},
-]
-
-
-def check_table_summary(summary):
-    # Dice: NaN skipped -> [0.8, 0.6, 0, 0, 0.7]: mean 2.1 / 5 = 0.42, median 0.6
-    assert summary["mean"]["dice"] == pytest.approx(0.42)
-    assert summary["median"]["dice"] == pytest.approx(0.6)
-    # HD95: finite values [2, 4, 9]: mean 5, median 4
-    assert summary["mean"]["hd95_mm"] == pytest.approx(5.0)
-    assert summary["median"]["hd95_mm"] == pytest.approx(4.0)
-    assert summary["counts"] == {
-        "n_cases": 6, "true_empty": 1, "missed": 1, "false_alarm": 1, "detected": 3, "hd95_infinite": 2,
-    }
-    rows = summary["metric_per_case"]
-    assert [r["case_id"] for r in rows] == ["m1", "m2", "m3", "s1", "s2", "m4"]
-    assert rows[2]["hd95_mm"] is None and rows[2]["dice"] == 0.0
-    assert rows[3]["dice"] is None and rows[3]["hd95_mm"] is None
-    strict_json(json.dumps(summary, allow_nan=False))
-
-
-def test_summarize_fixed_table_by_hand():
-    check_table_summary(summarize(TABLE))
-
-
-def test_summarize_accepts_a_dataframe_and_keeps_a_named_index():
-    check_table_summary(summarize(pd.DataFrame(TABLE)))
-    check_table_summary(summarize(pd.DataFrame(TABLE).set_index("case_id")))
-
-
-def test_summarize_rows_read_back_from_json_treat_null_as_nan():
-    again = summarize(summarize(TABLE)["metric_per_case"])
-    assert again["mean"] == summarize(TABLE)["mean"]
-    assert again["counts"]["hd95_infinite"] == 0  # inf became null: the outcome column still tells
-
-
-def test_summarize_of_case_metrics_rows_and_of_nothing():
-    lesion = box_mask((8, 8, 4), slice(2, 6), slice(2, 6), slice(1, 3))
-    empty = np.zeros_like(lesion)
-    rows = [case_metrics(lesion, lesion, (1, 1, 1)), case_metrics(empty, empty, (1, 1, 1))]
-    summary = summarize(rows)
-    assert summary["mean"] == {"dice": 1.0, "hd95_mm": 0.0}
-    assert summary["counts"]["detected"] == 1 and summary["counts"]["true_empty"] == 1
-    nothing = summarize([])
-    assert nothing["mean"] == {"dice": None, "hd95_mm": None}
-    assert nothing["median"] == {"dice": None, "hd95_mm": None}
-    assert nothing["counts"]["n_cases"] == 0
-
-
-def test_summarize_rejects_bad_rows():
-    with pytest.raises(ValueError, match="hd95_mm"):
-        summarize([{"dice": 1.0, "outcome": "detected"}])
-    with pytest.raises(ValueError, match="outcome 'found'"):
-        summarize([{"dice": 1.0, "hd95_mm": 0.0, "outcome": "found"}])
-    with pytest.raises(TypeError, match="per_case"):
-        summarize("cases.csv")
-
-
-def test_write_summary_json_is_strict_json_with_extra(tmp_path):
-    path = tmp_path / "metrics" / "summary.json"
-    extra = {"model": "unet", "run_id": "abc", "threshold": np.float32(0.5), "lost": math.nan,
-             "predictions": tmp_path / "pred"}
-    write_summary_json(path, pd.DataFrame(TABLE), extra=extra)
-    data = strict_json(path.read_text())
-    check_table_summary({k: data[k] for k in ("metric_per_case", "mean", "median", "counts")})
-    assert data["model"] == "unet" and data["threshold"] == 0.5 and data["lost"] is None
-    assert data["predictions"] == str(tmp_path / "pred")
-    assert sorted(p.name for p in path.parent.iterdir()) == ["summary.json"]  # no temporary file left
-
-
-def test_write_summary_json_refuses_clashing_extra_keys(tmp_path):
-    with pytest.raises(ValueError, match="mean"):
-        write_summary_json(tmp_path / "summary.json", TABLE, extra={"mean": 1})
-    assert not (tmp_path / "summary.json").exists()

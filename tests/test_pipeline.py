@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -50,25 +51,53 @@ def repo(tmp_path_factory):
 def test_repro_runs_every_stage_and_writes_outputs(repo):
     root, _, output = repo
     for stage in ("synthesize", "prepare@source", "prepare@target", "split@target", "subsets",
-                  "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug", "baseline@unet-4-aug", "tune@4",
+                  "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug-0", "finetune@ratlesnetv2-partial-4-noaug-1",
+                  "baseline@unet-4-aug-0", "tune@4-0",
                   "evaluate", "report"):
         assert f"Running stage '{stage}'" in output, stage
     headline = json.loads((root / "metrics" / "test.json").read_text())
-    assert set(headline) == {"ratlesnetv2-scratch-n4-noaug", "ratlesnetv2-partial-n4-noaug", "unet-scratch-n4-aug",
-                             "tuned-n4"}
-    assert (root / "tuning" / "n4" / "best.json").exists()
+    cells = {f"{c}-r{r}" for c in ("ratlesnetv2-scratch-n4-noaug", "ratlesnetv2-partial-n4-noaug",
+                                   "unet-scratch-n4-aug") for r in (0, 1)}
+    assert set(headline) == cells | {"tuned-n4-r0"}
+    assert set(headline["tuned-n4-r0"]) >= {"dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm",
+                                            "volume_error_mm3"}
+    assert (root / "tuning" / "n4-r0" / "best.json").exists()
     assert list((root / "reports" / "overlays").glob("*/*.png"))
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     challenger = client.get_model_version_by_alias("lesionseg-mouse", "challenger")
-    assert challenger.tags["test_dice"]
+    assert "dice_lesion" in challenger.tags and challenger.tags["repeat"] in ("0", "1")
+    study = json.loads((root / "tuning" / "n4-r0" / "best.json").read_text())["study"]
+    assert study.startswith("finetune-ratlesnetv2-n4-r0-")
     tune_runs = client.search_runs([client.get_experiment_by_name("lesionseg-tune").experiment_id],
-                                   filter_string="tags.optuna_study = 'finetune-n4'")
+                                   filter_string=f"tags.optuna_study = '{study}'")
     parents = [r for r in tune_runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and "best_val_dice" in parents[0].data.metrics
     assert len(tune_runs) - 1 == 3, "three nested trial runs"
     assert (root / "reports" / "study" / "README.md").read_text().startswith("# lesionseg study report")
-    assert json.loads((root / "reports" / "study" / "headline.json").read_text())["n_models"] == 4
+    assert json.loads((root / "reports" / "study" / "headline.json").read_text())["n_arms"] == 4
+    summary = pd.read_csv(root / "reports" / "study" / "summary.csv")
+    assert set(summary["n_repeats"]) == {1, 2} and set(summary.columns) >= {
+        "dice_lesion_mean", "dice_lesion_ci_low", "dice_lesion_ci_high", "sham_fp_rate", "detection_rate",
+        "hd95_mm_mean", "volume_error_mm3_mean", "n_repeats", "converged"}
+    tests = pd.read_csv(root / "reports" / "study" / "paired_tests.csv")
+    assert {"p_holm", "diff_ci_low", "diff_ci_high"} <= set(tests.columns) and len(tests) == 2
+
+
+def test_every_training_run_records_the_dvc_lock_hash_of_each_input(repo):
+    root, env, _ = repo
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("lesionseg-finetune").experiment_id],
+                              filter_string="tags.dvc_stage = 'finetune'")
+    partial = [r for r in runs if r.data.tags["strategy"] == "partial"]
+    assert partial, "a partial fine-tuning run"
+    for run in partial:
+        inputs = ["data/processed/mouse", "data/splits/mouse.json", "data/splits/subsets.json",
+                  "models/pretrained/ratlesnetv2"]
+        tags = {p: run.data.tags.get(f"data_hash.{p}") for p in inputs}
+        assert tags == {p: recorded[p] for p in inputs}, run.info.run_name
 
 
 def test_second_repro_does_nothing(repo):
@@ -92,7 +121,7 @@ def test_changing_one_param_reruns_only_its_dependents(repo):
 def test_mlflow_project_entry_point_logs_into_its_run(repo):
     root, env, _ = repo
     _run(["mlflow", "run", ".", "-e", "finetune", "-P", "model=ratlesnetv2", "-P", "strategy=scratch",
-          "-P", "sample_size=4", "--env-manager", "local", "--experiment-name", "lesionseg-finetune"], root, env)
+          "-P", "sample_size=4", "-P", "repeat=1", "--env-manager", "local", "--experiment-name", "lesionseg-finetune"], root, env)
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("lesionseg-finetune")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.`mlflow.project.entryPoint` = 'finetune'")
@@ -128,4 +157,4 @@ def test_interrupted_repro_resumes_without_redoing_finished_stages(repo):
     output = _run(["dvc", "repro"], root, env, timeout=900)
     assert "Running stage 'pretrain@ratlesnetv2'" not in output
     assert "Running stage 'evaluate'" in output
-    assert _lock_has(root, "finetune@ratlesnetv2-partial-4-noaug", 3)
+    assert _lock_has(root, "finetune@ratlesnetv2-partial-4-noaug-0", 3)

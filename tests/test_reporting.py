@@ -1,104 +1,92 @@
-"""Report aggregation on fixed per-case tables with numbers worked out by hand."""
-import json
-
+"""Report aggregation over repeats on fixed per-case tables, with numbers worked out by hand."""
 import numpy as np
 import pandas as pd
 import pytest
+from statsmodels.stats.multitest import multipletests
 
 from lesionseg.data.io import write_json
-from lesionseg.reporting import bootstrap_ci, build_report, collect, paired_tests, summary_table
+from lesionseg.evaluation.summary import case_metrics
+from lesionseg.report import build_report, collect, long_table, paired_tests, summary_table
+
+DIAGONAL = 20.0
 
 
-def _case_rows(dices, hd95s, shams=()):
-    rows = [{"case_id": f"c{i}", "group": "MCAo", "lesion_volume_mm3": 10.0, "dice": d, "hd95_mm": h,
-             "pred_volume_mm3": 9.0, "outcome": "detected"} for i, (d, h) in enumerate(zip(dices, hd95s))]
-    rows += [{"case_id": f"s{i}", "group": "sham", "lesion_volume_mm3": 0.0,
-              "dice": np.nan if outcome == "true_empty" else 0.0,
-              "hd95_mm": np.nan if outcome == "true_empty" else np.inf, "pred_volume_mm3": 0.0, "outcome": outcome}
-             for i, outcome in enumerate(shams)]
-    return pd.DataFrame(rows)
+def _cases(dices, shams=()):
+    """Lesion cases c0.. with the given Dice (0 = a miss) and shams s0.. (True = false alarm)."""
+    rows = [{"case_id": f"c{i}", "group": "MCAo", "dice": d, "hd95_mm": np.inf if d == 0 else 2.0,
+             "true_volume_mm3": 10.0, "pred_volume_mm3": 0.0 if d == 0 else 9.0, "outcome": "missed" if d == 0
+             else "detected", "diagonal_mm": DIAGONAL} for i, d in enumerate(dices)]
+    rows += [{"case_id": f"s{i}", "group": "sham", "dice": 0.0 if fa else np.nan, "hd95_mm": np.inf if fa else np.nan,
+              "true_volume_mm3": 0.0, "pred_volume_mm3": 3.0 if fa else 0.0,
+              "outcome": "false_alarm" if fa else "true_empty", "diagonal_mm": DIAGONAL} for i, fa in enumerate(shams)]
+    return case_metrics(pd.DataFrame(rows))
 
 
-def _model(tmp_path, name, info, table, history=True):
-    model_dir = tmp_path / "models" / ("tuned" if name.startswith("tuned-") else "finetune") / name.removeprefix("tuned-")
+def _model(root, name, info, table):
+    model_dir = root / "models" / name
     model_dir.mkdir(parents=True)
-    write_json(model_dir / "run.json", {"run_id": f"run-{name}", "best_val_dice": 0.5, **info})
-    if history:
-        (model_dir / "history.tsv").write_text("epoch\ttrain_loss\tval_dice\tlr\n1\t0.9\t0.2\t0.001\n2\t0.7\t0.4\t0.001\n")
-    (tmp_path / "metrics").mkdir(exist_ok=True)
-    table.to_csv(tmp_path / "metrics" / f"{name}.csv", index=False)
+    write_json(model_dir / "run.json", {"run_id": f"run-{name}", "best_val_dice": 0.5, "budget_steps": 200,
+                                        "converged": info.pop("converged", True), **info})
+    (model_dir / "history.tsv").write_text("epoch\tstep\ttrain_loss\tval_dice\n1\t10\t0.9\t0.2\n2\t20\t0.7\t0.4\n")
+    (root / "metrics").mkdir(exist_ok=True)
+    table.to_csv(root / "metrics" / f"{name}.csv", index=False)
     return name, model_dir
 
 
 INFO = {"model": "ratlesnetv2", "freeze_depth": 0, "sample_size": 8, "augment": False}
+COMPARISONS = [{"treatment": "ratlesnetv2/full/noaug", "control": "ratlesnetv2/scratch/noaug"},
+               {"treatment": "unet/scratch/aug", "control": "ratlesnetv2/scratch/noaug"}]
 
 
 @pytest.fixture
 def study(tmp_path):
-    dirs = [
-        _model(tmp_path, "ratlesnetv2-scratch-n8-noaug", {**INFO, "strategy": "scratch"},
-               _case_rows([0.2, 0.4, 0.6, 0.8], [4.0, 3.0, np.inf, 1.0], shams=("true_empty", "false_alarm"))),
-        _model(tmp_path, "ratlesnetv2-partial-n8-noaug", {**INFO, "strategy": "partial", "freeze_depth": 5},
-               _case_rows([0.5, 0.6, 0.7, 0.9], [2.0, 2.0, 2.0, 1.0], shams=("true_empty", "true_empty"))),
-    ]
+    dirs = []
+    for r, shift in ((0, 0.0), (1, 0.1)):
+        dirs.append(_model(tmp_path, f"scratch-r{r}", {**INFO, "strategy": "scratch", "repeat": r, "converged": r == 0},
+                           _cases([0.2 + shift, 0.3, 0.0, 0.4, 0.3, 0.2, 0.5, 0.1], shams=(True, False))))
+        dirs.append(_model(tmp_path, f"full-r{r}", {**INFO, "strategy": "full", "repeat": r},
+                           _cases([0.8, 0.7 + shift, 0.6, 0.9, 0.8, 0.7, 0.9, 0.6], shams=(False, False))))
     return tmp_path, dirs
 
 
-def test_summary_means_sd_median_and_sham_counts_by_hand(study):
+def test_summary_aggregates_repeats_with_named_metrics(study):
     root, dirs = study
-    summary = summary_table(collect(root / "metrics", dirs), n_boot=500, seed=1).set_index("name")
-    scratch = summary.loc["ratlesnetv2-scratch-n8-noaug"]
-    assert scratch["dice_mean"] == pytest.approx(0.5)
-    assert scratch["dice_sd"] == pytest.approx(np.std([0.2, 0.4, 0.6, 0.8], ddof=1))
-    assert scratch["dice_median"] == pytest.approx(0.5)
-    assert scratch["hd95_mm_mean"] == pytest.approx(8.0 / 3)  # inf excluded: (4 + 3 + 1) / 3
-    assert scratch["hd95_mm_median"] == pytest.approx(3.0)
-    assert (scratch["n_sham"], scratch["sham_correct_empty"]) == (2, 1)
-    assert scratch["n_lesion"] == 4, "the false alarm on a sham (Dice 0) is not a lesion case"
-    assert scratch["run_id"] == "run-ratlesnetv2-scratch-n8-noaug"
-    partial = summary.loc["ratlesnetv2-partial-n8-noaug"]
-    assert partial["dice_mean"] == pytest.approx(0.675) and partial["sham_correct_empty"] == 2
-    assert partial["dice_ci_low"] <= 0.675 <= partial["dice_ci_high"]
+    summary = summary_table(long_table(collect(root / "metrics", dirs))).set_index("arm")
+    scratch = summary.loc["ratlesnetv2/scratch/noaug"]
+    assert scratch["n_repeats"] == 2 and scratch["converged"] == "1/2"
+    expected = np.mean([0.2, 0.3, 0.0, 0.4, 0.3, 0.2, 0.5, 0.1] + [0.3, 0.3, 0.0, 0.4, 0.3, 0.2, 0.5, 0.1])
+    assert scratch["dice_lesion_mean"] == pytest.approx(expected)
+    assert scratch["dice_lesion_ci_low"] < expected < scratch["dice_lesion_ci_high"]
+    assert scratch["sham_fp_rate"] == pytest.approx(0.5)  # 2 false alarms over 4 sham scans
+    assert scratch["detection_rate"] == pytest.approx(14 / 16)
+    # HD95 over lesion scans and false alarms: 14 detections at 2 mm, 2 misses and 2 false alarms at the diagonal
+    assert scratch["hd95_mm_mean"] == pytest.approx((14 * 2.0 + 4 * DIAGONAL) / 18)
+    assert scratch["dice_lesion_between_repeat_sd"] == pytest.approx(np.std([2.0 / 8, 2.1 / 8], ddof=1))
 
 
-def test_bootstrap_ci_is_seeded_and_matches_a_hand_computation():
-    values = np.array([0.2, 0.4, 0.6, 0.8])
-    rng = np.random.default_rng(3)
-    means = values[rng.integers(0, 4, size=(1000, 4))].mean(axis=1)
-    expected = (np.percentile(means, 2.5), np.percentile(means, 97.5))
-    assert bootstrap_ci(values, n_boot=1000, seed=3) == pytest.approx(expected)
-    assert bootstrap_ci(values, n_boot=1000, seed=3) == bootstrap_ci(values, n_boot=1000, seed=3)
-    assert all(np.isnan(bootstrap_ci(np.array([]))))
-
-
-def test_paired_wilcoxon_transfer_vs_scratch(study):
+def test_paired_tests_are_two_sided_holm_corrected_with_a_ci_on_the_difference(study):
     root, dirs = study
-    tests = paired_tests(collect(root / "metrics", dirs))
-    assert len(tests) == 1
-    row = tests.iloc[0]
-    assert row["n_pairs"] == 4 and row["dice_gain"] == pytest.approx(0.175)
-    # all four differences positive: the exact one-sided signed-rank p is 1/2**4
-    assert row["wilcoxon_p"] == pytest.approx(1 / 16)
+    cases = long_table(collect(root / "metrics", dirs))
+    tests = paired_tests(cases, COMPARISONS, alpha=0.05, seed=0)
+    full = tests.iloc[0]
+    assert full["n_cases"] == 8 and full["mean_diff"] > 0.3
+    assert full["diff_ci_low"] <= full["mean_diff"] <= full["diff_ci_high"] and full["diff_ci_low"] > 0
+    assert tests.iloc[1]["direction"] == "skipped"
+    tested = tests["p_value"].dropna()
+    assert np.allclose(tests["p_holm"].dropna(), multipletests(tested, method="holm")[1])
 
 
-def test_build_report_writes_figures_and_readme_and_skips_missing(study):
+def test_build_report_writes_tables_figures_and_findings(study):
     root, dirs = study
-    missing = root / "models" / "finetune" / "unet-scratch-n8-aug"  # never evaluated: skipped, not an error
-    missing.mkdir()
-    report = build_report(root / "metrics", [*dirs, (missing.name, missing)], root / "reports", n_boot=200)
-    out = root / "reports"
-    for png in ("learning_curve.png", "dice_boxplot.png", "training_curves.png"):
-        assert (out / png).stat().st_size > 10_000
-    summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 2
-    text = (out / "README.md").read_text()
-    assert "At n=8, ratlesnetv2 partial d5 reaches Dice 0.68" in text and "vs 0.50" in text
-    headline = json.loads((out / "headline.json").read_text())
-    assert headline["n8"]["ratlesnetv2_partial_d5"]["dice"] == pytest.approx(0.675)
-    assert report["findings"]
+    report = build_report(root / "metrics", dirs, root / "reports", comparisons=COMPARISONS, alpha=0.05)
+    for name in ("summary.csv", "paired_tests.csv", "mixed_model.csv", "README.md", "headline.json",
+                 "learning_curve.png", "dice_boxplot.png", "training_curves.png"):
+        assert (root / "reports" / name).exists(), name
+    text = " ".join(report["findings"])
+    assert "200 optimizer steps" in text and "repeated 2 times" in text and "Holm p" in text
+    assert "converged in 1/2 repeats" in text
 
 
-def test_report_with_nothing_evaluated_yet(tmp_path):
-    report = build_report(tmp_path / "metrics", [], tmp_path / "reports")
-    assert "No transfer/scratch pair" in report["findings"][0]
-    assert (tmp_path / "reports" / "README.md").exists()
+def test_report_of_nothing(tmp_path):
+    report = build_report(tmp_path / "metrics", [], tmp_path / "reports", comparisons=COMPARISONS)
+    assert report["findings"] == ["No model has been evaluated yet, so the report makes no comparison."]

@@ -5,8 +5,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
-from lesionseg.runs import train_tracked
-from lesionseg.specs import finetune_spec, pretrain_spec
+from lesionseg.tracking.run import train_tracked
+from conftest import cell_spec, ctx, source_spec
 from lesionseg.tracking import store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.registry import TARGET_MODEL
@@ -18,42 +18,47 @@ def _metric_steps(client, run_id, key):
 
 def test_pretrain_then_partial_finetune_logs_everything(tiny_project, tiny_params):
     root = tiny_project
-    pre = train_tracked(pretrain_spec(tiny_params, "ratlesnetv2", root), root, root / "models/pretrained/ratlesnetv2",
+    pre = train_tracked(source_spec(tiny_params, "ratlesnetv2", root), ctx(root), root / "models/pretrained/ratlesnetv2",
                         root / "checkpoints/pre", register_as="ratlesnetv2-rat", progress=False)
     assert (root / "models/pretrained/ratlesnetv2/model.pt").exists()
-    spec = finetune_spec(tiny_params, "ratlesnetv2", "partial", 4, "noaug", root)
-    result = train_tracked(spec, root, root / "models/finetune/x", root / "checkpoints/x", register_as=TARGET_MODEL,
+    spec = cell_spec(tiny_params, "ratlesnetv2", "partial", 4, "noaug", root)
+    result = train_tracked(spec, ctx(root), root / "models/finetune/x", root / "checkpoints/x", register_as=TARGET_MODEL,
                            progress=False)
     client = MlflowClient()
     run = client.get_run(result["run_id"])
-    assert run.info.run_name == "ratlesnetv2/partial-d5/n4/noaug"
+    assert run.info.run_name == "ratlesnetv2/partial-d5/n4/noaug/r0"
     assert client.get_experiment(run.info.experiment_id).name == "lesionseg-finetune"
     params, tags = run.data.params, run.data.tags
     assert params["strategy"] == "partial" and params["freeze_depth"] == "5" and params["sample_size"] == "4"
-    assert params["train.lr"] == "0.01" and params["network.filters"] == "4"
+    assert params["train.lr"] == "0.01" and params["network.filters"] == "4"  # finetune.lr.partial
+    assert tags["repeat"] == "0" and tags["budget_steps"] == "4" and tags["converged"] in ("true", "false")
     assert tags["model"] == "ratlesnetv2" and tags["strategy"] == "partial" and tags["augment"] == "false"
     assert tags["frozen_blocks"] == "conv1,block1,block2,block3,bottleneck1"
     assert "matched" in tags["pretrained_load"]
     assert tags["dvc_stage"] == "finetune" and "git_commit" in tags and tags["git_dirty"] in ("true", "false", "unknown")
     for key in ("train_loss", "val_dice", "lr"):
-        assert _metric_steps(client, run.info.run_id, key) == [1, 2]
+        assert _metric_steps(client, run.info.run_id, key) == [2, 4]  # MLflow step = optimizer step
     assert run.data.metrics["epochs_run"] == 2
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.name == "mouse-train-n4"
     assert "curves/history.tsv" in [a.path for a in client.list_artifacts(run.info.run_id, "curves")]
     version = client.get_model_version(TARGET_MODEL, result["version"])
     assert version.tags["strategy"] == "partial" and version.tags["run_id"] == result["run_id"]
+    assert version.tags["repeat"] == "0" and version.tags["converged"] == tags["converged"]
+    assert result["repeat"] == 0 and result["converged"] == (tags["converged"] == "true")
     assert client.get_model_version("ratlesnetv2-rat", pre["version"]).tags["strategy"] == "scratch"
-    # the logged network takes another volume size and a batch of two (not pinned by a pt2 export)
+    # one logged model serves both uses: its network takes another volume size and a batch of two
     import torch
 
-    network = mlflow.pytorch.load_model(result["network_uri"])
+    network = mlflow.pyfunc.load_model(result["model_uri"]).unwrap_python_model().segmenter.model
     assert tuple(network(torch.zeros(2, 1, 16, 12, 8)).shape) == (2, 2, 16, 12, 8)
+    assert len(client.search_logged_models([run.info.experiment_id],
+                                           filter_string=f"source_run_id = '{run.info.run_id}'")) == 1
 
 
 def test_resume_after_crash_continues_the_same_run(tiny_project, tiny_params, monkeypatch):
     root = tiny_project
-    spec = finetune_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
+    spec = cell_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=3))
     original = MlflowCallback.on_epoch_end
 
@@ -64,16 +69,16 @@ def test_resume_after_crash_continues_the_same_run(tiny_project, tiny_params, mo
 
     monkeypatch.setattr(MlflowCallback, "on_epoch_end", crash_at_two)
     with pytest.raises(KeyboardInterrupt):
-        train_tracked(spec, root, root / "models/out", root / "checkpoints/c", register_as=TARGET_MODEL,
+        train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/c", register_as=TARGET_MODEL,
                       progress=False)
     monkeypatch.setattr(MlflowCallback, "on_epoch_end", original)
     client = MlflowClient()
     crashed = client.search_runs([store.ensure_experiment("lesionseg-finetune", root)])
     assert len(crashed) == 1 and crashed[0].info.status == "FAILED"
-    result = train_tracked(spec, root, root / "models/out", root / "checkpoints/c", register_as=TARGET_MODEL,
+    result = train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/c", register_as=TARGET_MODEL,
                            progress=False)
     assert result["run_id"] == crashed[0].info.run_id
-    assert _metric_steps(client, result["run_id"], "val_dice") == [1, 2, 3]
+    assert _metric_steps(client, result["run_id"], "val_dice") == [2, 4, 6]
     assert client.get_run(result["run_id"]).data.tags["resumed_from_epoch"] == "2"
     assert len(client.search_model_versions(f"name='{TARGET_MODEL}'")) == 1
 

@@ -5,9 +5,9 @@ import torch
 
 from lesionseg.config import AugmentConfig, TrainConfig
 from lesionseg.networks import build_network, freeze_blocks, network_blocks
-from lesionseg.training.data import train_loader
+from lesionseg.training.loaders import train_loader
 from lesionseg.training.engine import build_loss, evaluate, selection_dice
-from lesionseg.training.fit import BEST, LAST, FitState, fit, load_checkpoint
+from lesionseg.training.fit import BEST, LAST, fit, load_checkpoint
 from lesionseg.training.transforms import train_transforms
 
 SHAPE = (16, 16, 8)
@@ -60,10 +60,15 @@ class CrashAt(Recorder):
             raise Crash()
 
 
-def _fit(tmp_path, config, callbacks=(), resume=False):
+def _loader(items, config, transform=None):
+    return train_loader(items, transform or train_transforms(None), config.batch_size, config.seed,
+                        iterations=config.iterations_per_epoch, lesion_fraction=config.lesion_fraction)
+
+
+def _fit(tmp_path, config, callbacks=(), resume=False, n_train=6):
     torch.set_num_threads(1)
     model = _model()
-    loader = train_loader(_items(6), train_transforms(None), config.batch_size, config.seed)
+    loader = _loader(_items(n_train), config)
     state = fit(model, build_loss(config.loss), loader, _items(3, seed=1), config, tmp_path, roi_size=SHAPE,
                 callbacks=callbacks, resume=resume, progress=False)
     return model, state
@@ -71,7 +76,7 @@ def _fit(tmp_path, config, callbacks=(), resume=False):
 
 def test_fit_writes_checkpoints_and_reports_every_epoch(tmp_path):
     recorder = Recorder()
-    _, state = _fit(tmp_path, TrainConfig(epochs=2, lr=1e-2, patience=5), [recorder])
+    _, state = _fit(tmp_path, TrainConfig(epochs=2, iterations_per_epoch=2, lr=1e-2), [recorder])
     assert [e for e, _ in recorder.epochs] == [1, 2]
     assert set(recorder.epochs[0][1]) >= {"train_loss", "val_dice", "lr"}
     assert recorder.started == (0, False) and recorder.ended is state
@@ -82,7 +87,7 @@ def test_fit_writes_checkpoints_and_reports_every_epoch(tmp_path):
 
 
 def test_resume_after_crash_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
-    config = TrainConfig(epochs=3, lr=1e-2, patience=10, seed=3)
+    config = TrainConfig(epochs=3, iterations_per_epoch=2, lr=1e-2, seed=3)
     full_model, full_state = _fit(tmp_path / "full", config)
     with pytest.raises(Crash):
         _fit(tmp_path / "crashed", config, [CrashAt(2)])
@@ -95,21 +100,62 @@ def test_resume_after_crash_gives_the_same_weights_as_an_uninterrupted_run(tmp_p
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
 
 
-def test_early_stopping_after_patience(tmp_path):
-    # lr=0 on a frozen network: val Dice never improves after epoch 1, so patience 1 stops at epoch 2
+def test_early_stopping_counts_patience_in_steps(tmp_path):
+    # lr ~ 0: val Dice never improves after epoch 1 (step 3); patience 6 steps stops at epoch 3 (step 9)
     torch.set_num_threads(1)
-    model = _model()
-    loader = train_loader(_items(4), train_transforms(None), 2, 0)
-    config = TrainConfig(epochs=10, lr=1e-12, patience=1)
-    state = fit(model, build_loss("dice"), loader, _items(2), config, tmp_path, roi_size=SHAPE, progress=False)
-    assert state.stopped_early and state.epoch == 2 and state.best_epoch == 1
+    config = TrainConfig(epochs=10, iterations_per_epoch=3, lr=1e-12, patience_steps=6)
+    state = fit(_model(), build_loss("dice"), _loader(_items(4), config), _items(2), config, tmp_path,
+                roi_size=SHAPE, progress=False)
+    assert state.stopped_early and (state.epoch, state.step) == (3, 9) and state.best_step == 3
+    assert state.converged, "stopped on patience, best step early in the budget"
+
+
+@pytest.mark.parametrize("n_train", [2, 4])
+def test_every_sample_size_gets_the_same_number_of_steps(tmp_path, n_train):
+    config = TrainConfig(epochs=3, iterations_per_epoch=4, lr=1e-2, patience_steps=100)
+    _, state = _fit(tmp_path, config, n_train=n_train)
+    assert state.step == config.budget_steps == 12
+    assert [h["step"] for h in state.history] == [4, 8, 12]
+
+
+def test_draws_oversample_lesion_scans():
+    items = _items(8)  # cases 0 and 4 are shams
+    config = TrainConfig(iterations_per_epoch=200, batch_size=2, lesion_fraction=0.75)
+    loader = _loader(items, config)
+    drawn = torch.cat([b["label"].flatten(1).amax(1) for b in loader])
+    assert len(drawn) == 400 and 0.68 < float(drawn.mean()) < 0.82  # 75% lesion vs 75% in the pool by chance
+    loader = _loader(items, TrainConfig(iterations_per_epoch=200, batch_size=2, lesion_fraction=0.95))
+    assert float(torch.cat([b["label"].flatten(1).amax(1) for b in loader]).mean()) > 0.9
+
+
+def test_poly_schedule_decays_to_zero_over_the_budget(tmp_path):
+    config = TrainConfig(epochs=4, iterations_per_epoch=2, lr=1e-2, patience_steps=100)
+    _, state = _fit(tmp_path, config)
+    lrs = [h["lr"] for h in state.history]
+    assert lrs[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(1e-2 * (1 - 6 / 8) ** 0.9)
+
+
+@pytest.mark.parametrize("history, best_step, stopped, expected", [
+    ([0.1, 0.5, 0.8, 0.805], 30, False, True),   # last quarter gains < 0.01: plateau
+    ([0.1, 0.3, 0.5, 0.7], 40, False, False),    # best at the very end of the budget
+    ([0.1, 0.3, 0.5, 0.7], 35, False, False),    # best in the last 10% of 40 steps
+    ([0.1, 0.5, 0.6, 0.8], 30, False, False),    # still rising by 0.2 in the last quarter
+    ([0.6, 0.5, 0.5], 10, True, True),           # early stopped on patience
+    ([], 0, False, False),
+])
+def test_convergence_rule(history, best_step, stopped, expected):
+    from lesionseg.training.fit import converged
+
+    rows = [{"val_dice": v} for v in history]
+    assert converged(rows, best_step, 40, stopped) is expected
 
 
 def test_deep_supervision_output_trains(tmp_path):
     torch.set_num_threads(1)
     model = build_network("dynunet", filters=(4, 8, 16))
-    loader = train_loader(_items(2), train_transforms(None), 2, 0)
-    state = fit(model, build_loss("dicece"), loader, _items(1), TrainConfig(epochs=1, loss="dicece"), tmp_path,
+    config = TrainConfig(epochs=1, iterations_per_epoch=1, loss="dicece")
+    state = fit(model, build_loss("dicece"), _loader(_items(2), config), _items(1), config, tmp_path,
                 roi_size=SHAPE, progress=False)
     assert np.isfinite(state.history[0]["train_loss"])
 
@@ -119,8 +165,8 @@ def test_frozen_blocks_stay_put_through_fit(tmp_path):
     model = _model()
     frozen = freeze_blocks(model, 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    loader = train_loader(_items(4), train_transforms(None), 2, 0)
-    fit(model, build_loss("dice"), loader, _items(2), TrainConfig(epochs=1, lr=1e-2), tmp_path, roi_size=SHAPE,
+    config = TrainConfig(epochs=1, iterations_per_epoch=2, lr=1e-2)
+    fit(model, build_loss("dice"), _loader(_items(4), config), _items(2), config, tmp_path, roi_size=SHAPE,
         progress=False)
     after = model.state_dict(keep_vars=True)
     blocks = dict(network_blocks(model))
@@ -136,7 +182,7 @@ def test_augmented_loader_is_repeatable():
     transform = train_transforms(AugmentConfig(flip_prob=1.0, noise_prob=1.0))
     draws = []
     for _ in range(2):
-        loader = train_loader(_items(4), transform, 2, seed=5)
+        loader = _loader(_items(4), TrainConfig(iterations_per_epoch=2, seed=5), transform)
         from lesionseg.training.engine import seed_epoch
 
         seed_epoch(5, 1, loader)
@@ -164,5 +210,12 @@ def test_evaluate_perfect_predictor():
     assert evaluate(Oracle(), items, SHAPE, torch.device("cpu"))["val_dice"] == pytest.approx(1.0)
 
 
-def test_fit_state_defaults():
-    assert FitState().epoch == 0
+def test_non_terminal_progress_prints_one_line_per_epoch(tmp_path, capsys):
+    config = TrainConfig(epochs=3, iterations_per_epoch=2, lr=1e-2, patience_steps=100)
+    torch.set_num_threads(1)
+    fit(_model(), build_loss("dicece"), _loader(_items(4), config), _items(2), config, tmp_path, roi_size=SHAPE,
+        progress=True)
+    captured = capsys.readouterr()  # pytest's captured streams are not terminals
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("epoch 1/3 step 2 ") and "val_dice" in lines[0]
+    assert "\r" not in captured.out + captured.err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lesionseg.data.synthetic import domain_spec, synthesize_case, synthesize_dataset
-from lesionseg.visualize import _choose_slices, render_dataset_case, render_slices
+from lesionseg.evaluation.overlays import _choose_slices, render_dataset_case, render_slices
 
 
 @pytest.fixture(scope="module")

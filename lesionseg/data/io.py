@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import nibabel as nib
+from nibabel.affines import voxel_sizes
 import numpy as np
 
 from lesionseg.errors import DataError
@@ -28,7 +29,7 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along the three array axes."""
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+        return tuple(float(s) for s in voxel_sizes(self.affine))
 
 
 @contextlib.contextmanager
@@ -81,9 +82,22 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def json_ready(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python ones and NaN/inf as None, so the JSON is standard (no ``NaN``)."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Atomically write ``obj`` as indented JSON (NaN is written as null-safe ``NaN`` per Python json)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Atomically write ``obj`` as indented, standard JSON (see :func:`json_ready`)."""
+    write_text(path, json.dumps(json_ready(obj), indent=2, sort_keys=False, default=str) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -197,12 +197,25 @@ def _draw_pose(rng: np.random.Generator, spec: DomainSpec) -> _Pose:
     )
 
 
+# Lesion size. A lesion is an ellipsoid of semi-axes ``scale * (0.62, 0.72, 0.85)`` brain semi-axes, cut at its
+# medial border and by the brain surface. Most MCAo lesions (30-60 min transient MCAo, 24 h) take the lateral
+# cortex and the striatum: ``scale`` uniform in LESION_SCALE. A minority stay in the striatum: with probability
+# STRIATAL_FRACTION, ``scale`` log-uniform in STRIATAL_SCALE. The geometry is in brain semi-axes, so the lesion
+# fraction of the cerebral hemisphere is the same in both species: about 3-60%, median about 30% (of half the
+# whole brain: median about 25%). With this generator's brains (mouse: whole brain about 360 mm3, cerebrum about
+# 290; rat: about 1370 and 1250, both smaller than real) that is, over 180 lesions at matrix 96, mouse 4-100 mm3
+# (median 43, IQR 26-63) and rat 15-380 mm3 (median 204, IQR 116-282). Shams are drawn separately.
+LESION_SCALE = (0.65, 1.15)
+STRIATAL_SCALE = (0.38, 0.58)
+STRIATAL_FRACTION = 0.15
+
+
 @dataclass(frozen=True)
 class _Lesion:
     """An MCAo lesion's draw; positions and sizes in brain semi-axes."""
 
     side: float  # +1 right hemisphere, -1 left
-    scale: float  # log-uniform size factor in [0.3, 1]
+    scale: float  # size factor: STRIATAL_SCALE (striatal) or LESION_SCALE (cortex and striatum)
     center: np.ndarray
     semi: np.ndarray
     medial_limit: float  # medial border, in brain half-widths from the midline
@@ -212,8 +225,13 @@ class _Lesion:
 
 
 def _draw_lesion(rng: np.random.Generator, spec: DomainSpec) -> _Lesion:
-    scale = float(np.exp(rng.uniform(np.log(0.3), np.log(1.0))))
-    grow = (scale - 0.3) / 0.7  # small lesions sit in the striatum, large ones take the lateral cortex too
+    striatal = rng.uniform() < STRIATAL_FRACTION
+    if striatal:
+        scale = float(np.exp(rng.uniform(np.log(STRIATAL_SCALE[0]), np.log(STRIATAL_SCALE[1]))))
+    else:
+        scale = float(rng.uniform(*LESION_SCALE))
+    # small lesions sit in the striatum, larger ones reach out into the lateral cortex
+    grow = float(np.clip((scale - STRIATAL_SCALE[0]) / (0.9 - STRIATAL_SCALE[0]), 0, 1))
     striatum, territory = np.array([0.4, 0.15, 0.05]), np.array([0.55, 0.05, -0.05])
     center = striatum + grow * (territory - striatum) + rng.uniform(-0.03, 0.03, 3)
     semi = scale * np.array([0.62, 0.72, 0.85]) * rng.uniform(0.9, 1.1, 3)
@@ -550,7 +568,8 @@ def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, le
     x, y, z = scene.at(box)
     rel = scene.rel_at(box)
     if lesion:
-        x = _midline_shift(x, y, scene.semi, drawn, spec.anatomy.midline_shift_mm * drawn.scale**2)
+        shift_mm = spec.anatomy.midline_shift_mm * (drawn.scale / LESION_SCALE[1]) ** 2  # full shift at the largest
+        x = _midline_shift(x, y, scene.semi, drawn, shift_mm)
     csf = _paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), pose.speckle(rel))
     label = np.zeros(scene.shape, np.uint8)
     if lesion:

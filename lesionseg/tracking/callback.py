@@ -14,7 +14,7 @@ EPOCH_METRICS = ("train_loss", "val_dice", "lr", "epoch_seconds")
 
 
 class MlflowCallback:
-    """Logs per-epoch metrics (step = epoch) and the best epoch into an existing run.
+    """Logs per-epoch metrics (MLflow step = optimizer step) and the best epoch into an existing run.
 
     Uses the client with an explicit ``run_id`` rather than the fluent "active run", so it also works for
     nested trial runs and for a run resumed in a new process.
@@ -30,7 +30,7 @@ class MlflowCallback:
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(metrics[k]), now, epoch) for k in EPOCH_METRICS if k in metrics]
+        batch = [Metric(k, float(metrics[k]), now, state.step) for k in EPOCH_METRICS if k in metrics]
         try:
             self.client.log_batch(self.run_id, metrics=batch)
         except Exception as err:  # network/DB errors come in many types; the checkpoint is already on disk
@@ -45,6 +45,8 @@ class MlflowCallback:
         now = int(time.time() * 1000)
         metrics = [Metric("best_val_dice", state.best_val_dice, now, state.epoch),
                    Metric("best_epoch", state.best_epoch, now, state.epoch),
-                   Metric("epochs_run", state.epoch, now, state.epoch)]
+                   Metric("best_step", state.best_step, now, state.epoch),
+                   Metric("epochs_run", state.epoch, now, state.epoch), Metric("steps_run", state.step, now, state.epoch)]
         self.client.log_batch(self.run_id, metrics=metrics,
-                              tags=[RunTag("stopped_early", str(state.stopped_early).lower())])
+                              tags=[RunTag("stopped_early", str(state.stopped_early).lower()),
+                                    RunTag("converged", str(state.converged).lower())])

@@ -1,11 +1,13 @@
 """Where a run's code and data came from: git commit/dirty flag, DVC stage/experiment, dvc.lock hashes."""
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import yaml
+
+from lesionseg.layout import Layout
 
 
 def _git(project_root: Path, *args: str) -> str | None:
@@ -24,19 +26,32 @@ def git_tags(project_root: str | Path) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": "unknown" if status is None else str(bool(status)).lower()}
 
 
-def dvc_lock_hashes(project_root: str | Path, paths: list[str]) -> dict[str, str]:
-    """md5 of each of ``paths`` as recorded in ``dvc.lock`` (any stage's outs), keyed ``data_hash.<path>``.
+def read_lock(lock_file: str | Path) -> dict[str, tuple[str, str]]:
+    """``{out path: (stage, md5)}`` of every stage's outputs in ``dvc.lock`` (empty when there is none yet).
 
-    Reads the lock file directly: it is DVC's documented, stable YAML record of what each stage produced.
+    Reads the lock file directly: it is DVC's documented, stable YAML record of what each stage produced,
+    and DVC's Python API has no call that returns recorded hashes without recomputing them.
     """
-    lock = Path(project_root) / "dvc.lock"
+    lock = Path(lock_file)
     if not lock.exists():
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    recorded = {out["path"]: out.get("md5", "") for st in stages.values() for out in st.get("outs", [])}
-    return {f"data_hash.{p}": recorded[p] for p in paths if p in recorded}
+    return {out["path"]: (name, out.get("md5", "")) for name, st in stages.items() for out in st.get("outs", [])}
 
 
-def dvc_tags(stage: str) -> dict[str, str]:
-    """The DVC stage name and, inside ``dvc exp run``, the experiment name DVC exports."""
-    return {"dvc_stage": stage, "dvc_exp_name": os.environ.get("DVC_EXP_NAME", "")}
+def lock_hashes(lock: Mapping[str, tuple[str, str]], paths: Sequence[str]) -> dict[str, str]:
+    """``data_hash.<path>`` tags for those of ``paths`` (relative, as dvc.lock writes them) that it records."""
+    return {f"data_hash.{p}": lock[p][1] for p in paths if p in lock}
+
+
+def data_paths(layout: Layout, domain: str, pretrained: str | Path | None, *, subsets: bool = True) -> list[str]:
+    """The DVC-tracked inputs of a training run, relative to the project root."""
+    paths = [layout.processed(domain), layout.split_file(domain)] + ([layout.subsets_file] if subsets else [])
+    if pretrained:
+        paths.append(Path(pretrained).parent)
+    return [layout.relative(p) for p in paths]
+
+
+def dvc_tags(stage: str, exp_name: str = "") -> dict[str, str]:
+    """The DVC stage name and, inside ``dvc exp run``, the experiment name (the caller reads DVC_EXP_NAME)."""
+    return {"dvc_stage": stage, "dvc_exp_name": exp_name}

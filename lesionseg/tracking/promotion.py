@@ -14,28 +14,19 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from nibabel.affines import voxel_sizes
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
 from lesionseg.data.preprocess import load_prepared_case
+from lesionseg.config import PromoteConfig
 from lesionseg.errors import ConfigError, TrackingError
-from lesionseg.evaluation import spacing_of
 from lesionseg.inference import Segmenter, predict_mask
-from lesionseg.serving import load_segmenter
-from lesionseg.metrics import case_metrics
+from lesionseg.tracking.pyfunc import load_segmenter
+from lesionseg.evaluation.metrics import case_metrics
 from lesionseg.tracking.registry import CHAMPION
 from lesionseg.training.engine import selection_dice
-
-
-@dataclass(frozen=True)
-class PromotionRule:
-    """When a candidate replaces the champion (the ``promote`` section of params.yaml)."""
-
-    alpha: float = 0.05  # one-sided paired Wilcoxon: candidate's per-case Dice greater than the champion's
-    min_dice_gain: float = 0.0  # mean Dice must rise by more than this
-    hd95_margin_mm: float = 0.5  # mean HD95 may not get worse by more than this
-    min_dice_first: float = 0.0  # with no champion yet, the candidate needs at least this mean Dice
 
 
 @dataclass
@@ -55,13 +46,13 @@ def score_cases(segmenter: Segmenter, prepared_dir: str | Path, case_ids: Sequen
     for case_id in case_ids:
         case = load_prepared_case(prepared_dir, case_id)
         pred = predict_mask(segmenter.model, case.image, segmenter.roi_size)
-        metrics = case_metrics(pred, case.label, spacing_of(case.affine))
+        metrics = case_metrics(pred, case.label, tuple(voxel_sizes(case.affine)))
         rows.append({"case_id": case_id, "score": selection_dice(pred > 0, case.label > 0),
                      "hd95_mm": metrics["hd95_mm"]})
     return pd.DataFrame(rows).set_index("case_id")
 
 
-def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: PromotionRule,
+def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: PromoteConfig,
            candidate_version: str, champion_version: str | None) -> tuple[Decision, pd.DataFrame]:
     """Apply ``rule`` to paired per-case scores; returns the decision and the comparison table."""
     if champion is None:
@@ -108,7 +99,7 @@ def resolve_version(name: str, candidate: str) -> str:
                           "or run dvc repro") from None
 
 
-def promote(name: str, candidate: str, rule: PromotionRule, prepared_dir: str | Path, test_ids: Sequence[str],
+def promote(name: str, candidate: str, rule: PromoteConfig, prepared_dir: str | Path, test_ids: Sequence[str],
             *, log_path: str | Path, dry_run: bool = False) -> tuple[Decision, pd.DataFrame]:
     """Compare ``candidate`` with ``name@champion`` on the same test cases and move ``@champion`` if it wins."""
     client = MlflowClient()
@@ -130,7 +121,7 @@ def promote(name: str, candidate: str, rule: PromotionRule, prepared_dir: str | 
     return decision, table
 
 
-def _record(client: MlflowClient, name: str, decision: Decision, table: pd.DataFrame, rule: PromotionRule,
+def _record(client: MlflowClient, name: str, decision: Decision, table: pd.DataFrame, rule: PromoteConfig,
             log_path: Path) -> None:
     """Artifact on the candidate's run, a line in the promotion log, tags on the versions."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -7,7 +7,6 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-SOURCE_MODEL = "ratlesnetv2-rat"
 TARGET_MODEL = "lesionseg-mouse"
 CHALLENGER = "challenger"
 CHAMPION = "champion"
@@ -29,18 +28,3 @@ def register_version(model_uri: str, name: str, tags: Mapping[str, object], desc
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point ``name@alias`` at ``version``."""
     MlflowClient().set_registered_model_alias(name, alias, version)
-
-
-def alias_version(name: str, alias: str) -> str | None:
-    """The version ``name@alias`` points to, or None."""
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
-def tag_version(name: str, version: str, tags: Mapping[str, object]) -> None:
-    """Add ``tags`` to one model version."""
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))

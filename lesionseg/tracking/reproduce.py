@@ -5,12 +5,11 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import ConfigError
-from lesionseg.tracking.lineage import dvc_lock_hashes
+from lesionseg.tracking.lineage import lock_hashes, read_lock
 
 
 @dataclass
@@ -40,15 +39,6 @@ def _parse_uri(model_uri: str) -> tuple[str, str]:
     return name, version
 
 
-def stage_for_output(project_root: Path, out: str) -> str | None:
-    """The dvc.lock stage whose outputs include ``out``."""
-    lock = project_root / "dvc.lock"
-    if not lock.exists():
-        return None
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return next((name for name, st in stages.items() if any(o["path"] == out for o in st.get("outs", []))), None)
-
-
 def reproduce_plan(model_uri: str, project_root: Path) -> Plan:
     """Read the version's tags and its run's tags, and write the commands that rebuild it."""
     name, version = _parse_uri(model_uri)
@@ -59,14 +49,15 @@ def reproduce_plan(model_uri: str, project_root: Path) -> Plan:
         raise ConfigError(f"{model_uri}: no such registered model version") from None
     tags = client.get_run(mv.run_id).data.tags
     commit, out, exp_name = tags.get("git_commit", "unknown"), tags.get("dvc_out", ""), tags.get("dvc_exp_name", "")
-    stage = stage_for_output(project_root, out) if out else None
+    lock = read_lock(project_root / "dvc.lock")
+    stage = lock[out][0] if out in lock else None
     workdir = f"../lesionseg-{name}-v{version}"
     commands = [f"git worktree add {workdir} {commit}", f"cd {workdir}"]
     if exp_name:
         commands.append(f"dvc exp apply {exp_name}")
     commands += ["dvc pull", f"dvc repro {stage}" if stage else "dvc repro"]
     recorded = {k[len("data_hash."):]: v for k, v in mv.tags.items() if k.startswith("data_hash.")}
-    current = dvc_lock_hashes(project_root, list(recorded))
+    current = lock_hashes(lock, list(recorded))
     checks = [(path, md5, current.get(f"data_hash.{path}", "")) for path, md5 in sorted(recorded.items())]
     return Plan(model_uri, commit, stage, exp_name, workdir, commands, checks)
 

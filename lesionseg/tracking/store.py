@@ -5,6 +5,9 @@ import os
 from pathlib import Path
 
 import mlflow
+from mlflow.entities import Experiment
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
@@ -16,6 +19,9 @@ EXPERIMENTS = {
     "evaluate": "lesionseg-eval",
     "report": "lesionseg-eval",
 }
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 
 
 def default_tracking_uri(project_root: str | Path) -> str:
@@ -50,11 +56,37 @@ def connect(project_root: str | Path) -> str:
 
 
 def ensure_experiment(name: str, project_root: str | Path) -> str:
-    """Experiment id for ``name``, creating it with the project's artifact location if needed."""
+    """Experiment id for ``name``, creating it with the project's artifact location if needed; the experiment
+    is tagged as model training (:data:`MODEL_TRAINING_KIND`) unless it already has a kind."""
     client = MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
+    experiment = client.get_experiment_by_name(name) or _create_experiment(client, name, project_root)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment.experiment_id
+
+
+def _create_experiment(client: MlflowClient, name: str, project_root: str | Path) -> Experiment:
+    """Create ``name`` tagged as model training; another process creating it first is not an error."""
     location = artifact_root(project_root)
     location = f"{location}/{name}" if location else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        experiment_id = client.create_experiment(name, artifact_location=location,
+                                                 tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+    except MlflowException as err:
+        if err.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+        return client.get_experiment_by_name(name)
+    return client.get_experiment(experiment_id)
+
+
+def experiment_url(ui_url: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the UI's model-training view. MLflow 3.17's UI picks its view from
+    the link's ``workflowType``, else the browser's last choice, else GenAI; the experiment tag does not."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{MODEL_TRAINING_VIEW}"
+
+
+def experiment_urls(ui_url: str) -> dict[str, str]:
+    """:func:`experiment_url` of each of the project's experiments that exists in the current store."""
+    client = MlflowClient()
+    found = {name: client.get_experiment_by_name(name) for name in dict.fromkeys(EXPERIMENTS.values())}
+    return {name: experiment_url(ui_url, e.experiment_id) for name, e in found.items() if e is not None}

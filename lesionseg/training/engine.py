@@ -11,7 +11,7 @@ from monai.losses import DeepSupervisionLoss, DiceCELoss, DiceLoss
 from torch import nn
 from tqdm.auto import tqdm
 
-from lesionseg.metrics import dice
+from lesionseg.evaluation.metrics import dice
 
 
 def build_loss(name: str) -> nn.Module:
@@ -39,8 +39,9 @@ def seed_epoch(seed: int, epoch: int, loader) -> None:
     """Make epoch ``epoch`` repeatable on its own (so a resumed run draws what the original would have):
     torch's global RNG, the loader's shuffle and MONAI's random transforms all restart from seed + epoch."""
     torch.manual_seed(seed + epoch)
-    if getattr(loader, "generator", None) is not None:
-        loader.generator.manual_seed(seed + epoch)
+    for source in (loader, getattr(loader, "sampler", None)):
+        if getattr(source, "generator", None) is not None:
+            source.generator.manual_seed(seed + epoch)
     transform = getattr(loader.dataset, "transform", None)
     if hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=seed + epoch)
@@ -61,9 +62,11 @@ def train_one_epoch(
     epoch: int,
     *,
     scaler: torch.amp.GradScaler | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = True,
-) -> float:
-    """Train for one epoch; returns the mean batch loss."""
+) -> tuple[float, int]:
+    """Train for one epoch (every batch of ``loader``), stepping ``scheduler`` after each optimizer step;
+    returns the mean batch loss and the number of steps."""
     model.train()
     losses = []
     batches = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, mininterval=1.0)
@@ -82,9 +85,11 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(float(loss.detach()))
         batches.set_postfix(loss=f"{losses[-1]:.4f}")
-    return float(np.mean(losses))
+    return float(np.mean(losses)), len(losses)
 
 
 @torch.no_grad()
@@ -110,7 +115,7 @@ def predict_volume(
 
 def selection_dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Per-case score for model selection: Dice, except that a sham scores 1 when left empty and 0 on a
-    false alarm (plain Dice is undefined there, see :func:`lesionseg.metrics.dice`)."""
+    false alarm (plain Dice is undefined there, see :func:`lesionseg.evaluation.metrics.dice`)."""
     if not gt.any():
         return 0.0 if pred.any() else 1.0
     return dice(pred, gt)

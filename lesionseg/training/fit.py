@@ -1,11 +1,14 @@
-"""The training loop: epochs, validation, best-model selection, early stopping, checkpoints and resume.
+"""The training loop: a budget of optimizer steps in epochs of ``iterations_per_epoch`` steps, a learning-rate
+schedule, validation after each epoch, best-model selection, early stopping (patience in steps), checkpoints
+and resume, and whether the run converged.
 
-A checkpoint is one dict (torchvision style): model, optimizer, scaler, loop state and caller extras.
+A checkpoint is one dict (torchvision style): model, optimizer, scheduler, scaler, loop state.
 It is written atomically every epoch to ``last.pt``; the best weights go to ``best.pt``.
 """
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,7 @@ from lesionseg.training.engine import evaluate, seed_epoch, train_one_epoch
 
 LAST = "last.pt"
 BEST = "best.pt"
+PLATEAU_TOLERANCE = 0.01  # val Dice gained in the last quarter of a run that still counts as a plateau
 
 
 @dataclass
@@ -28,10 +32,12 @@ class FitState:
     """Where the loop stands; saved in every checkpoint."""
 
     epoch: int = 0  # last completed epoch (1-based); 0 = nothing done
+    step: int = 0  # optimizer steps done
     best_val_dice: float = -1.0
     best_epoch: int = 0
-    epochs_without_improvement: int = 0
+    best_step: int = 0
     stopped_early: bool = False
+    converged: bool = False
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -56,6 +62,16 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step schedule over the whole budget: nnU-Net's poly (power 0.9), cosine, or constant."""
+    steps = config.budget_steps
+    if config.lr_schedule == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=steps, power=0.9)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
 def fit(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -69,77 +85,109 @@ def fit(
     resume: bool = False,
     progress: bool = True,
 ) -> FitState:
-    """Train ``model`` for up to ``config.epochs`` epochs, validating each epoch and keeping the best.
+    """Train ``model`` for up to ``config.budget_steps`` optimizer steps, validating after every epoch of
+    ``config.iterations_per_epoch`` steps and keeping the best weights (``checkpoint_dir/best.pt``).
 
-    With ``resume=True`` and a ``last.pt`` in ``checkpoint_dir``, continues after its last completed epoch.
-    Returns the final :class:`FitState`; the best weights are in ``checkpoint_dir/best.pt``.
+    ``train_loader`` yields one epoch's batches (see :func:`lesionseg.training.loaders.train_loader`). With
+    ``resume=True`` and a ``last.pt`` in ``checkpoint_dir``, continues after its last completed epoch.
+    ``progress``: bars on a terminal, one line per epoch otherwise (logs stay readable).
     """
     checkpoint_dir = Path(checkpoint_dir)
     device = next(model.parameters()).device
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = build_scheduler(optimizer, config)
     scaler = torch.amp.GradScaler("cuda") if (config.amp and device.type == "cuda") else None
     state = FitState()
     resumed = resume and (checkpoint_dir / LAST).exists()
     if resumed:
-        state = _restore(checkpoint_dir / LAST, model, optimizer, scaler)
+        state = _restore(checkpoint_dir / LAST, model, optimizer, scheduler, scaler)
     for cb in callbacks:
         cb.on_fit_start(state, resumed)
+    bars = progress and sys.stderr.isatty()
     epochs = tqdm(range(state.epoch + 1, config.epochs + 1), desc="epochs", initial=state.epoch,
-                  total=config.epochs, disable=not progress)
+                  total=config.epochs, disable=not bars)
     for epoch in epochs:
         if state.stopped_early:
             break
-        metrics = _run_epoch(model, loss_fn, optimizer, scaler, train_loader, val_items, config, roi_size, epoch,
-                             progress)
-        _update_state(state, epoch, metrics, config.patience)
+        metrics = _run_epoch(model, loss_fn, optimizer, scheduler, scaler, train_loader, val_items, config, roi_size,
+                             epoch, bars)
+        _update_state(state, epoch, metrics, config)
         if state.best_epoch == epoch:
             save_checkpoint(checkpoint_dir / BEST, {"model": model.state_dict(), "epoch": epoch,
                                                     "val_dice": metrics["val_dice"]})
-        save_checkpoint(checkpoint_dir / LAST, _payload(model, optimizer, scaler, state))
-        epochs.set_postfix(val_dice=f"{metrics['val_dice']:.3f}", best=f"{state.best_val_dice:.3f}")
+        save_checkpoint(checkpoint_dir / LAST, _payload(model, optimizer, scheduler, scaler, state))
+        _report(epochs, epoch, config.epochs, metrics, state, bars=bars, lines=progress and not bars)
         for cb in callbacks:
             cb.on_epoch_end(epoch, metrics, state)
+    state.converged = converged(state.history, state.best_step, config.budget_steps, state.stopped_early)
     for cb in callbacks:
         cb.on_fit_end(state)
     return state
 
 
-def _run_epoch(model, loss_fn, optimizer, scaler, loader, val_items, config, roi_size, epoch, progress):
+def _report(epochs, epoch: int, total: int, metrics: dict[str, float], state: FitState, *, bars: bool,
+            lines: bool) -> None:
+    if bars:
+        epochs.set_postfix(val_dice=f"{metrics['val_dice']:.3f}", best=f"{state.best_val_dice:.3f}")
+    elif lines:
+        print(f"epoch {epoch}/{total} step {state.step} loss {metrics['train_loss']:.4f} "
+              f"val_dice {metrics['val_dice']:.3f} best {state.best_val_dice:.3f}@{state.best_step} "
+              f"lr {metrics['lr']:.2e} {metrics['epoch_seconds']:.1f}s", flush=True)
+
+
+def converged(history: Sequence[dict[str, float]], best_step: int, budget_steps: int, stopped_early: bool) -> bool:
+    """A run converged when its best step is not in the last 10% of the budget and validation Dice has
+    plateaued: it stopped early on patience, or its last quarter of validations gained less than
+    ``PLATEAU_TOLERANCE`` over the best before it."""
+    if not history or best_step > 0.9 * budget_steps:
+        return False
+    if stopped_early:
+        return True
+    tail = max(1, len(history) // 4)
+    if len(history) <= tail:
+        return False
+    before = max(h["val_dice"] for h in history[:-tail])
+    return max(h["val_dice"] for h in history[-tail:]) - before < PLATEAU_TOLERANCE
+
+
+def _run_epoch(model, loss_fn, optimizer, scheduler, scaler, loader, val_items, config, roi_size, epoch, bars):
     device = next(model.parameters()).device
     seed_epoch(config.seed, epoch, loader)
     started = time.perf_counter()
-    train_loss = train_one_epoch(model, loss_fn, optimizer, loader, device, epoch, scaler=scaler, progress=progress)
+    lr = optimizer.param_groups[0]["lr"]
+    train_loss, steps = train_one_epoch(model, loss_fn, optimizer, loader, device, epoch, scaler=scaler,
+                                        scheduler=scheduler, progress=bars)
     train_seconds = time.perf_counter() - started
     val = evaluate(model, val_items, roi_size, device, overlap=config.sw_overlap, amp=scaler is not None)
-    return {"train_loss": train_loss, "val_dice": val["val_dice"], "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": train_seconds}
+    return {"train_loss": train_loss, "val_dice": val["val_dice"], "lr": lr, "epoch_seconds": train_seconds,
+            "steps": steps}
 
 
-def _update_state(state: FitState, epoch: int, metrics: dict[str, float], patience: int) -> None:
+def _update_state(state: FitState, epoch: int, metrics: dict[str, float], config: TrainConfig) -> None:
     state.epoch = epoch
-    state.history.append({"epoch": epoch, **metrics})
+    state.step += int(metrics.pop("steps"))
+    state.history.append({"epoch": epoch, "step": state.step, **metrics})
     if metrics["val_dice"] > state.best_val_dice:
-        state.best_val_dice, state.best_epoch = metrics["val_dice"], epoch
-        state.epochs_without_improvement = 0
-    else:
-        state.epochs_without_improvement += 1
-        state.stopped_early = state.epochs_without_improvement >= patience
+        state.best_val_dice, state.best_epoch, state.best_step = metrics["val_dice"], epoch, state.step
+    state.stopped_early = state.step - state.best_step >= config.patience_steps and epoch < config.epochs
 
 
-def _payload(model, optimizer, scaler, state: FitState) -> dict[str, Any]:
+def _payload(model, optimizer, scheduler, scaler, state: FitState) -> dict[str, Any]:
     return {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "state": dataclasses.asdict(state),
     }
 
 
-def _restore(path: Path, model, optimizer, scaler) -> FitState:
+def _restore(path: Path, model, optimizer, scheduler, scaler) -> FitState:
     payload = load_checkpoint(path)
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     return FitState(**payload["state"])

@@ -41,8 +41,3 @@ def _augmentations(aug: AugmentConfig) -> list[mt.Transform]:
         mt.RandGaussianNoised(keys="image", prob=aug.noise_prob, std=aug.noise_std),
         mt.RandBiasFieldd(keys="image", prob=aug.bias_field_prob, coeff_range=(0.0, 0.1)),
     ]
-
-
-def eval_transforms() -> mt.Compose:
-    """Validation/test: whole volumes, no randomness."""
-    return mt.Compose([mt.EnsureTyped(keys=KEYS, track_meta=False)])

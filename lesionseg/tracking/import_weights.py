@@ -10,14 +10,13 @@ import mlflow
 from lesionseg.errors import ConfigError
 from lesionseg.networks import build_network, load_pretrained
 from lesionseg.tracking import lineage, registry, store
+from lesionseg.tracking.pyfunc import log_network
 
 
 def import_weights(path: str | Path, arch: str, network: Mapping[str, Any], name: str,
                    project_root: str | Path) -> dict[str, Any]:
     """Load ``path`` strictly (``weights_only=True``) into ``arch``, log it as a model in a
     ``lesionseg-pretrain`` run and register it as a new version of ``name``."""
-    from lesionseg.runs import log_model  # runs imports the training core; keep the CLI start-up light
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such weights file; give the path to a PyTorch state_dict")
@@ -33,7 +32,7 @@ def import_weights(path: str | Path, arch: str, network: Mapping[str, Any], name
         mlflow.log_params({"model": arch, "source_file": path.name, "source_md5": md5,
                            **{f"network.{k}": v for k, v in network.items()}})
         mlflow.set_tags({"origin": "imported", **lineage.git_tags(project_root), "model": arch})
-        info = log_model(model, [32, 32, 16])
+        info = log_network(model, [32, 32, 16])
         version = registry.register_version(info.model_uri, name, {"origin": "imported", "source_md5": md5,
                                                                   "run_id": run.info.run_id, "model": arch})
     return {"run_id": run.info.run_id, "registered_model": name, "version": version,

@@ -1,7 +1,7 @@
-"""Segmentation metrics for one binary lesion mask per case, and the nnU-Net-style summary of a test set.
+"""Segmentation metrics for one binary lesion mask per case (pure; arrays in, numbers out).
 
-The chain mirrors nnU-Net's evaluation: masks -> per-case metrics (:func:`case_metrics`) -> summary
-(:func:`summarize`) -> ``summary.json`` (:func:`write_summary_json`).
+The chain mirrors nnU-Net's evaluation: masks -> per-case metrics (:func:`case_metrics`) -> the named test-set
+quantities of :mod:`lesionseg.evaluation.summary`.
 
 Inputs are binary numpy arrays of equal shape: ``bool``, or any numeric dtype holding only 0 and 1
 (anything else raises ``ValueError``, so probabilities or label maps are never silently thresholded).
@@ -18,28 +18,20 @@ empty / lesion     0.0       inf       ``false_alarm``
 lesion / lesion    value     value     ``detected``
 =================  ========  ========  ===============
 
-Means and medians in the summary skip NaN as nnU-Net does (a correctly empty sham does not count
-for or against Dice); a missed lesion or a false alarm counts as Dice 0. The HD95 mean and median are
-taken over finite values only, so ``counts["hd95_infinite"]`` must be read beside them. In JSON,
-NaN and inf are written as ``null``; the ``outcome`` of a row tells which one a ``null`` stood for.
+How a test set is summarised (lesion scans only for Dice, the HD95 penalty for a miss or a false alarm,
+the sham false-positive rate) is defined once, in :mod:`lesionseg.evaluation.summary`.
 """
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from lesionseg.data.io import write_json
-
 OUTCOMES = ("true_empty", "missed", "false_alarm", "detected")
-_REQUIRED_COLUMNS = ("dice", "hd95_mm", "outcome")
-_SUMMARY_KEYS = ("metric_per_case", "mean", "median", "counts")
 
 
 # ---------------------------------------------------------------------------------------------- input checks
@@ -221,105 +213,3 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> 
         "gt_volume_mm3": n_g * voxel_mm3,
         "outcome": _outcome(n_p > 0, n_g > 0),
     }
-
-
-# ---------------------------------------------------------------------------------------------- summary
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types: numpy scalars unwrapped, NaN/inf/missing -> None, paths -> str."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if value is pd.NA or value is pd.NaT:
-        return None
-    raise TypeError(f"cannot write {type(value).__name__} value {value!r} to JSON; convert it to str or a number")
-
-
-def _to_float(value: Any) -> float:
-    """A metric cell as float; None and pandas' missing markers become NaN."""
-    if value is None or value is pd.NA:
-        return math.nan
-    return float(value)
-
-
-def _rows(per_case: pd.DataFrame | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(per_case, pd.DataFrame):
-        frame = per_case.reset_index() if per_case.index.name is not None else per_case
-        rows = frame.to_dict(orient="records")
-    elif isinstance(per_case, (str, bytes)) or not isinstance(per_case, Sequence):
-        raise TypeError(f"per_case must be a DataFrame or a sequence of mappings, got {type(per_case).__name__}")
-    else:
-        rows = [dict(r) for r in per_case]
-    for i, row in enumerate(rows):
-        missing = [c for c in _REQUIRED_COLUMNS if c not in row]
-        if missing:
-            raise ValueError(f"per-case row {i} lacks {missing}; build rows with case_metrics()")
-        if row["outcome"] not in OUTCOMES:
-            raise ValueError(f"per-case row {i} has outcome {row['outcome']!r}; expected one of {list(OUTCOMES)}")
-    return rows
-
-
-def _stat(values: np.ndarray, fn) -> float | None:
-    return float(fn(values)) if values.size else None
-
-
-def summarize(per_case: pd.DataFrame | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """nnU-Net-style summary of per-case rows (from :func:`case_metrics`, plus any extra keys such as ``case_id``).
-
-    Returns a JSON-safe dict::
-
-        {"metric_per_case": [rows, NaN/inf written as None],
-         "mean":   {"dice": mean skipping NaN, "hd95_mm": mean of finite values},
-         "median": {"dice": ..., "hd95_mm": ...},   # same value sets as the means
-         "counts": {"n_cases", "true_empty", "missed", "false_alarm", "detected", "hd95_infinite"}}
-
-    Means skip NaN like nnU-Net: a true-empty sham contributes no Dice, missed lesions and false
-    alarms contribute 0. HD95 statistics use only finite values, so read them with
-    ``counts["hd95_infinite"]``. A statistic with no values to average is None. A ``None`` metric
-    cell (e.g. a row read back from ``summary.json``) counts as NaN. A DataFrame with a named index
-    keeps it as a column. Raises ``ValueError`` for rows missing ``dice``/``hd95_mm``/``outcome``
-    or with an unknown outcome.
-    """
-    rows = _rows(per_case)
-    dices = np.array([_to_float(r["dice"]) for r in rows], dtype=float)
-    hds = np.array([_to_float(r["hd95_mm"]) for r in rows], dtype=float)
-    dice_ok = dices[~np.isnan(dices)]
-    hd_ok = hds[np.isfinite(hds)]
-    outcomes = [r["outcome"] for r in rows]
-    counts = {"n_cases": len(rows), **{o: outcomes.count(o) for o in OUTCOMES}}
-    counts["hd95_infinite"] = int(np.isinf(hds).sum())
-    return {
-        "metric_per_case": _json_safe(rows),
-        "mean": {"dice": _stat(dice_ok, np.mean), "hd95_mm": _stat(hd_ok, np.mean)},
-        "median": {"dice": _stat(dice_ok, np.median), "hd95_mm": _stat(hd_ok, np.median)},
-        "counts": counts,
-    }
-
-
-def write_summary_json(
-    path: str | os.PathLike,
-    per_case: pd.DataFrame | Sequence[Mapping[str, Any]],
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Atomically write ``summarize(per_case)`` to ``path`` as strict JSON (no NaN/Infinity tokens).
-
-    ``extra`` (e.g. model name, MLflow run id) is merged at the top level after the same
-    JSON-safe conversion; a key that clashes with a summary key raises ``ValueError``.
-    """
-    summary = summarize(per_case)
-    if extra:
-        clash = sorted(set(extra) & set(_SUMMARY_KEYS))
-        if clash:
-            raise ValueError(f"extra keys {clash} would overwrite the summary; rename them")
-        summary.update(_json_safe(extra))
-    write_json(path, summary)

@@ -1,0 +1,83 @@
+"""Test results back into the training run and onto its registered version; the challenger alias."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import mlflow
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+
+from lesionseg.config import flatten
+from lesionseg.data.io import read_json
+from lesionseg.evaluation.evaluate import evaluate_model
+from lesionseg.inference import Segmenter
+from lesionseg.layout import Layout
+from lesionseg.tracking import lineage, store
+from lesionseg.tracking.registry import CHALLENGER, set_alias
+
+
+HEADLINE = ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "volume_error_mm3")
+
+
+def log_test_results(run: Mapping, summary: Mapping, artifacts: Sequence[Path]) -> dict[str, float]:
+    """Log the named test metrics (:mod:`lesionseg.evaluation.summary`) and files into the training run
+    ``run`` (its run.json), and tag its registered version with the headline ones."""
+    client = MlflowClient()
+    metrics = {k: float(v) for k, v in summary.items() if v is not None and math.isfinite(float(v))}
+    now = int(time.time() * 1000)
+    client.log_batch(run["run_id"], metrics=[Metric(k, v, now, 0) for k, v in metrics.items()],
+                     tags=[RunTag("evaluation_space", "native")])
+    for path in artifacts:
+        if Path(path).is_dir():
+            client.log_artifacts(run["run_id"], str(path), artifact_path=f"evaluation/{Path(path).name}")
+        else:
+            client.log_artifact(run["run_id"], str(path), artifact_path="evaluation")
+    if run.get("version"):
+        for key in HEADLINE:
+            if key in metrics:
+                client.set_model_version_tag(run["registered_model"], run["version"], key, f"{metrics[key]:.4g}")
+    return metrics
+
+
+def choose_challenger(runs: Sequence[Mapping]) -> Mapping | None:
+    """The run of this pipeline with the best validation Dice (test data never picks a model) gets
+    ``@challenger``; ties go to the newer version."""
+    registered = [r for r in runs if r.get("version")]
+    if not registered:
+        return None
+    best = max(registered, key=lambda r: (r["best_val_dice"], int(r["version"])))
+    set_alias(best["registered_model"], CHALLENGER, str(best["version"]))
+    return best
+
+
+def log_study_report(report_dir: Path, headline: Mapping, project_root: Path, dvc_exp_name: str = "") -> str:
+    """One MLflow "study" run (experiment lesionseg-eval) holding the report's files and headline numbers."""
+    experiment_id = store.ensure_experiment(store.EXPERIMENTS["report"], project_root)
+    with mlflow.start_run(experiment_id=experiment_id, run_name="study-report") as run:
+        mlflow.set_tags({"kind": "study", **lineage.git_tags(project_root), **lineage.dvc_tags("report", dvc_exp_name)})
+        numbers = {k.replace("/", "_"): v for k, v in flatten(headline).items() if isinstance(v, (int, float))}
+        mlflow.log_metrics({k: float(v) for k, v in numbers.items()})
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+        return run.info.run_id
+
+
+def evaluate_and_log(models: Sequence[tuple[str, Path]], raw_dir: Path, test_ids: Sequence[str], layout: Layout,
+                     *, n_overlays: int = 2) -> tuple[dict[str, dict], list[dict]]:
+    """Evaluate each ``(name, model_dir)`` on the raw test scans in native space (per-case CSV, summary JSON
+    and overlays under the layout), log them into the model's run; returns the headline numbers per name
+    and the runs' run.json."""
+    headline, runs = {}, []
+    for name, model_dir in models:
+        run_info = read_json(model_dir / "run.json")
+        files = {"csv": layout.test_metrics_dir / f"{name}.csv", "json": layout.test_metrics_dir / f"{name}.json",
+                 "overlays": layout.overlays_dir / name}
+        _, summary = evaluate_model(Segmenter.from_file(model_dir / "model.pt"), raw_dir, test_ids,
+                                    per_case_csv=files["csv"], summary_json=files["json"],
+                                    overlay_dir=files["overlays"], n_overlays=n_overlays, title=name)
+        log_test_results(run_info, summary, list(files.values()))
+        headline[name] = {**{k: summary[k] for k in HEADLINE}, "val_dice": run_info["best_val_dice"]}
+        runs.append(run_info)
+    return headline, runs
