@@ -60,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--project", type=Path, default=Path.cwd(), help="project root (for the MLflow store)")
     predict.set_defaults(func=_predict)
 
-    promote = sub.add_parser("promote", help="compare a candidate with @champion on the test split; maybe promote")
+    promote = sub.add_parser("promote", help="compare a candidate with @champion on new animals; maybe promote")
     promote.add_argument("--model", default="lesionseg-mouse")
     promote.add_argument("--candidate", default="@challenger", help="@ALIAS or a version number")
     promote.add_argument("--dry-run", action="store_true", help="show the decision, move nothing")
+    promote.add_argument("--data", type=Path, default=None,
+                         help="acceptance dataset (nnU-Net raw layout; default data/raw/mouse-acceptance)")
     promote.add_argument("--project", type=Path, default=Path.cwd(), help="project root with params.yaml")
     promote.set_defaults(func=_promote)
 
@@ -102,18 +104,16 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _promote(args: argparse.Namespace) -> None:
     from lesionseg.config import load_config
-    from lesionseg.data.io import read_json
     from lesionseg.layout import Layout
     from lesionseg.tracking import store
     from lesionseg.tracking.promotion import format_decision, promote, require_registered
 
     layout = Layout.at(args.project)
-    cfg = load_config(layout.params_file)
-    test_ids = read_json(layout.split_file(cfg.data.role("target").name))["test"]
+    rule = load_config(layout.params_file).promote
     store.connect(layout.root)
     require_registered(args.model)
-    decision, table = promote(args.model, args.candidate, cfg.promote, layout.processed(cfg.data.role("target").name),
-                              test_ids, log_path=layout.promotions_log, dry_run=args.dry_run)
+    decision, table = promote(args.model, args.candidate, rule, args.data or layout.acceptance_raw,
+                              log_path=layout.promotions_log, dry_run=args.dry_run)
     print(format_decision(decision, table))
     if args.dry_run:
         print("(dry run: nothing was changed)")

@@ -202,6 +202,7 @@ class SynthesizeConfig:
     seed: int
     rat: SynthDomainConfig
     mouse: SynthDomainConfig
+    acceptance: SynthDomainConfig | None = None  # new mice for `lesionseg promote` (seed + 1, ids mouseacc_*)
     sham_fraction: float = 0.25
 
 

@@ -39,6 +39,11 @@ class Layout:
     def raw(self, dataset: str) -> Path:
         return self.root / "data" / "raw" / dataset
 
+    @property
+    def acceptance_raw(self) -> Path:
+        """New animals for promotion decisions, never used for training, validation or testing."""
+        return self.root / "data" / "raw" / "mouse-acceptance"
+
     def processed(self, dataset: str) -> Path:
         return self.root / "data" / "processed" / dataset
 

@@ -18,8 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from lesionseg.data.io import atomic_path, read_json, write_json, write_text  # noqa: E402
-from lesionseg.evaluation.statistics import (between_repeat_sd, bootstrap_mean_ci, compare_declared,  # noqa: E402
-                                             mixed_model, per_case_over_repeats)
+from lesionseg.evaluation.statistics import (bootstrap_mean_ci, compare_declared, mixed_model,  # noqa: E402
+                                             per_case_over_repeats)
 from lesionseg.evaluation.summary import summarize  # noqa: E402
 
 CELL = ["arm", "sample_size"]

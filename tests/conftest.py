@@ -18,7 +18,8 @@ torch.set_num_threads(1)
 
 TINY_PARAMS = {
     "synthesize": {"seed": 5, "sham_fraction": 0.25, "rat": {"cases": 10, "matrix": 40, "n_slices": 8},
-                   "mouse": {"cases": 16, "matrix": 48, "n_slices": 12}},
+                   "mouse": {"cases": 16, "matrix": 48, "n_slices": 12},
+                   "acceptance": {"cases": 6, "matrix": 48, "n_slices": 12}},
     "data": {"source": {"name": "rat", "raw": "data/raw/rat"}, "target": {"name": "mouse", "raw": "data/raw/mouse"}},
     "prepare": {"clip_percentiles": [0.5, 99.5],
                 "rat": {"target_spacing": [1.0, 2.0, 1.0], "shape": [16, 8, 16]},
@@ -69,6 +70,10 @@ def build_tiny_data(root: Path, params: dict) -> None:
         split = split_cases(cases, fractions=tuple(params["split"]["fractions"]), seed=params["split"]["seed"],
                             n_size_bins=params["split"]["n_size_bins"])
         write_json(root / "data" / "splits" / f"{domain}.json", split)
+    acc = syn["acceptance"]
+    synthesize_dataset("mouse", acc["cases"], syn["seed"] + 1, root / "data" / "raw" / "mouse-acceptance",
+                       sham_fraction=syn["sham_fraction"], matrix=acc["matrix"], n_slices=acc["n_slices"],
+                       case_prefix="mouseacc")
     cases = load_manifest(root / "data" / "processed" / "mouse")["cases"]
     train_ids = yaml.safe_load((root / "data" / "splits" / "mouse.json").read_text())["train"]
     subsets = {str(r): lesion_balanced_subsets(cases, train_ids, params["subsets"]["sizes"],

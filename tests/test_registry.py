@@ -28,50 +28,76 @@ from lesionseg.tracking.registry import CHALLENGER, CHAMPION, TARGET_MODEL, set_
 from lesionseg.tracking.reproduce import reproduce_plan
 
 
-def _test_ids(root):
-    return read_json(root / "data" / "splits" / "mouse.json")["test"]
+def _named(dices, shams=()):
+    """A native-space per-case table: lesion cases with the given Dice, shams (True = false alarm)."""
+    from lesionseg.evaluation.summary import case_metrics
+
+    rows = [{"case_id": f"c{i}", "group": "MCAo", "dice": d, "hd95_mm": 2.0, "true_volume_mm3": 10.0,
+             "pred_volume_mm3": 9.0, "outcome": "detected", "diagonal_mm": 20.0} for i, d in enumerate(dices)]
+    rows += [{"case_id": f"s{i}", "group": "sham", "dice": 0.0 if fa else np.nan, "hd95_mm": np.inf if fa else np.nan,
+              "true_volume_mm3": 0.0, "pred_volume_mm3": 2.0 if fa else 0.0,
+              "outcome": "false_alarm" if fa else "true_empty", "diagonal_mm": 20.0} for i, fa in enumerate(shams)]
+    return case_metrics(pd.DataFrame(rows))
 
 
-def test_decide_promotes_a_clearly_better_candidate_and_refuses_a_worse_one():
-    ids = [f"c{i}" for i in range(12)]
-    champion = pd.DataFrame({"case_id": ids, "score": np.linspace(0.4, 0.6, 12), "hd95_mm": 2.0}).set_index("case_id")
-    better = champion.assign(score=champion["score"] + 0.1, hd95_mm=1.5)
-    worse = champion.assign(score=champion["score"] - 0.1)
+def test_decide_uses_the_named_metrics_and_guards_hd95_and_false_alarms():
+    base = np.linspace(0.4, 0.6, 12)
+    champion = _named(base, shams=(False, False))
     rule = PromoteConfig(alpha=0.05, hd95_margin_mm=0.5)
-    up, table = decide(better, champion, rule, "2", "1")
-    assert up.promote and up.summary["dice_gain"] == pytest.approx(0.1) and up.summary["p_value"] < 0.001
-    assert len(table) == 12
-    down, _ = decide(worse, champion, rule, "3", "1")
-    assert not down.promote and any(r.startswith("fail: mean Dice gain") for r in down.reasons)
-    worse_hd = better.assign(hd95_mm=4.0)
-    blocked, _ = decide(worse_hd, champion, rule, "4", "1")
-    assert not blocked.promote and any(r.startswith("fail: mean HD95 change +2.00 mm") for r in blocked.reasons)
+    up, table = decide(_named(base + 0.1, shams=(False, False)), champion, rule, "2", "1")
+    assert up.promote and up.summary["dice_lesion_gain"] == pytest.approx(0.1) and up.summary["p_value"] < 0.001
+    assert len(table) == 14
+    down, _ = decide(_named(base - 0.1, shams=(False, False)), champion, rule, "3", "1")
+    assert not down.promote and any(r.startswith("fail: dice_lesion gain") for r in down.reasons)
+    alarm, _ = decide(_named(base + 0.1, shams=(True, False)), champion, rule, "4", "1")
+    assert not alarm.promote and any(r.startswith("fail: sham_fp_rate change +0.50") for r in alarm.reasons)
+    assert any(r.startswith("fail: hd95_mm change") for r in alarm.reasons), "a false alarm scores the diagonal"
 
 
-def test_first_candidate_becomes_champion_then_dry_run_moves_nothing(two_versions):
+def test_first_candidate_becomes_champion_on_new_animals_then_dry_run_moves_nothing(two_versions):
     root, (v1, v2) = two_versions
-    prepared, ids = root / "data/processed/mouse", _test_ids(root)
+    acceptance = root / "data/raw/mouse-acceptance"
     log = root / "reports/promotions.jsonl"
-    decision, _ = promote(TARGET_MODEL, v1["version"], PromoteConfig(), prepared, ids, log_path=log)
+    decision, _ = promote(TARGET_MODEL, v1["version"], PromoteConfig(), acceptance, log_path=log)
     client = MlflowClient()
     assert decision.promote and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
     tags = client.get_model_version(TARGET_MODEL, v1["version"]).tags
     assert tags["promotion_decision"] == "promoted" and tags["promoted_at"] and tags["replaced_version"] == ""
-    assert json.loads(log.read_text().splitlines()[0])["candidate_version"] == v1["version"]
+    entry = json.loads(log.read_text().splitlines()[0])
+    assert entry["candidate_version"] == v1["version"] and entry["data_hash"] == tags["promotion_data_hash"]
+    assert entry["earlier_promotions_on_this_data"] == 0
     set_alias(TARGET_MODEL, CHALLENGER, v2["version"])
     before = log.read_text()
     decision, table = promote(TARGET_MODEL, "@challenger", PromoteConfig(alpha=1.01, min_dice_gain=-1.0,
                                                                          hd95_margin_mm=1e9),
-                              prepared, ids, log_path=log, dry_run=True)
-    assert decision.promote and len(table) == len(ids)
-    assert str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
+                              acceptance, log_path=log, dry_run=True)
+    assert len(table) == 6 and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
     assert log.read_text() == before
     assert "promotion_decision" not in client.get_model_version(TARGET_MODEL, v2["version"]).tags
+    promote(TARGET_MODEL, "@challenger", PromoteConfig(), acceptance, log_path=log)
+    assert json.loads(log.read_text().splitlines()[1])["earlier_promotions_on_this_data"] == 1
+
+
+def test_promote_refuses_a_models_own_training_data_even_renamed(two_versions, tmp_path):
+    import shutil
+
+    root, (v1, _) = two_versions
+    with pytest.raises(DataError, match="in the (train|val) data of lesionseg-mouse v1") as err:
+        promote(TARGET_MODEL, v1["version"], PromoteConfig(), root / "data/raw/mouse", log_path=tmp_path / "p.jsonl")
+    assert "\n" not in str(err.value) and "mouse-acceptance" in str(err.value)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(root / "data/raw/mouse-acceptance", renamed)
+    train_id = read_json(root / "data/splits/subsets.json")["0"]["4"][0]
+    shutil.copy(root / f"data/raw/mouse/imagesTr/{train_id}_0000.nii.gz", renamed / "imagesTr/mouseacc_000_0000.nii.gz")
+    shutil.copy(root / f"data/raw/mouse/labelsTr/{train_id}.nii.gz", renamed / "labelsTr/mouseacc_000.nii.gz")
+    (renamed / "cases.csv").unlink()  # its group/volume would describe the replaced scan
+    with pytest.raises(DataError, match=r"cases \['mouseacc_000'\] are in the train data"):
+        promote(TARGET_MODEL, v1["version"], PromoteConfig(), renamed, log_path=tmp_path / "p.jsonl")
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_failure_in_the_middle_of_promotion_leaves_aliases_unchanged(two_versions, monkeypatch):
     root, (v1, v2) = two_versions
-    prepared, ids = root / "data/processed/mouse", _test_ids(root)
     set_alias(TARGET_MODEL, CHAMPION, v1["version"])
     set_alias(TARGET_MODEL, CHALLENGER, v2["version"])
     lenient = PromoteConfig(alpha=1.01, min_dice_gain=-1.0, hd95_margin_mm=1e9)
@@ -81,7 +107,7 @@ def test_failure_in_the_middle_of_promotion_leaves_aliases_unchanged(two_version
 
     monkeypatch.setattr(promotion.MlflowClient, "set_model_version_tag", broken)
     with pytest.raises(ConnectionError):
-        promote(TARGET_MODEL, "@challenger", lenient, prepared, ids, log_path=root / "p.jsonl")
+        promote(TARGET_MODEL, "@challenger", lenient, root / "data/raw/mouse-acceptance", log_path=root / "p.jsonl")
     client = MlflowClient()
     assert str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
     assert str(client.get_model_version_by_alias(TARGET_MODEL, CHALLENGER).version) == v2["version"]

@@ -19,9 +19,11 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import TINY_PARAMS
-from stack import (AWS_KEY_ID, AWS_SECRET, CLIENT_ENV_DROP, PG_PORT, SCRIPT, SECRETS, client_env,
-                   listening_addresses, mlflow_server, pg, run, s3, script, sha256_tree)  # noqa: F401 (fixtures)
+from conftest import TINY_PARAMS, cell_spec, ctx, tune_cfg
+from lesionseg.tracking.access import missing_permission
+from stack import (AWS_KEY_ID, AWS_SECRET, CLIENT_ENV_DROP, PG_PORT, SCRIPT, SECRETS, client_env, free_port,
+                   listening_addresses, mlflow_server, owner_only_file, pg, run, s3, script,  # noqa: F401 (fixtures)
+                   sha256_tree)
 
 pytestmark = pytest.mark.integration
 
@@ -58,29 +60,26 @@ def _project(tiny_data: Path, root: Path) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def finetuned(client, tiny_data, tmp_path_factory):
     """A tiny UNet fine-tune (2 epochs), logged to the server and registered as lesionseg-mouse."""
-    from lesionseg.runs import train_tracked
-    from lesionseg.specs import finetune_spec
     from lesionseg.tracking.registry import TARGET_MODEL
+    from lesionseg.tracking.run import train_tracked
 
     root, params = _project(tiny_data, tmp_path_factory.mktemp("finetune-project"))
     assert not any(os.environ.get(k) for k in CLIENT_ENV_DROP), "the client must hold no S3 settings"
-    spec = finetune_spec(params, "unet", "scratch", 4, "noaug", root)
-    return train_tracked(spec, root, root / "models" / "finetune" / "a", root / "checkpoints" / "a",
+    spec = cell_spec(params, "unet", "scratch", 4, "noaug", root)
+    return train_tracked(spec, ctx(root), root / "models" / "finetune" / "a", root / "checkpoints" / "a",
                          register_as=TARGET_MODEL, progress=False)
 
 
 @pytest.fixture(scope="module")
 def tuned(client, mlflow_server, tiny_data, tmp_path_factory):
     """Two worker processes on one Optuna study in PostgreSQL (the database the script's init created)."""
-    from lesionseg.specs import finetune_spec
-    from lesionseg.study import tune_config
     from lesionseg.tuning import tune
 
     root, params = _project(tiny_data, tmp_path_factory.mktemp("tune-project"))
-    cfg = dataclasses.replace(tune_config(params, storage=mlflow_server.optuna_url), n_trials=4, pruner="none")
-    base = finetune_spec(params, "ratlesnetv2", "full", 4, "noaug", root, stage="tune")
+    cfg = dataclasses.replace(tune_cfg(params), storage=mlflow_server.optuna_url, n_trials=4, pruner="none")
+    base = cell_spec(params, "ratlesnetv2", "full", 4, "noaug", root, stage="tune")
     base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=2))
-    return tune(base, cfg, root, workers=2)
+    return tune(base, cfg, ctx(root), workers=2)
 
 
 def test_finetune_logs_to_the_server_and_artifacts_land_in_the_bucket(finetuned, client, s3):
@@ -89,7 +88,7 @@ def test_finetune_logs_to_the_server_and_artifacts_land_in_the_bucket(finetuned,
     assert run_.info.artifact_uri.startswith("mlflow-artifacts:/"), "proxied: the client never sees s3://"
     assert run_.data.params["model"] == "unet" and run_.data.params["strategy"] == "scratch"
     assert run_.data.params["sample_size"] == "4" and run_.data.params["train.epochs"] == "2"
-    assert [m.step for m in client.get_metric_history(run_.info.run_id, "val_dice")] == [1, 2]  # epochs
+    assert [m.step for m in client.get_metric_history(run_.info.run_id, "val_dice")] == [2, 4]  # optimizer steps
     assert run_.data.metrics["best_val_dice"] == pytest.approx(finetuned["best_val_dice"])
     assert run_.data.tags["registered_version"] == f"lesionseg-mouse/{finetuned['version']}"
 
@@ -97,9 +96,7 @@ def test_finetune_logs_to_the_server_and_artifacts_land_in_the_bucket(finetuned,
     keys = s3.keys("mlflow/")
     assert f"mlflow/{experiment_id}/{run_.info.run_id}/artifacts/curves/history.tsv" in keys
     model_id = finetuned["model_uri"].split("/")[-1]
-    network_id = finetuned["network_uri"].split("/")[-1]
-    for logged in (model_id, network_id):
-        assert f"mlflow/{experiment_id}/models/{logged}/artifacts/MLmodel" in keys, (logged, keys)
+    assert f"mlflow/{experiment_id}/models/{model_id}/artifacts/MLmodel" in keys, (model_id, keys)
     assert s3.read(f"mlflow/{experiment_id}/{run_.info.run_id}/artifacts/curves/history.tsv").startswith(b"epoch")
 
     version = client.get_model_version("lesionseg-mouse", finetuned["version"])
@@ -162,7 +159,7 @@ def test_two_workers_share_one_postgres_study(tuned, client, pg, mlflow_server):
     assert len(workers) == 2, f"both workers ran trials: {workers}"
     # the study lives in the PostgreSQL database, not in a journal file
     rows = pg.query(mlflow_server.optuna_db, "SELECT count(*) FROM trials t JOIN studies s USING (study_id) "
-                                             "WHERE s.study_name = 'finetune-n4'")
+                                             f"WHERE s.study_name = '{tuned.study_name}'")
     assert rows == [(len(trials),)]
     parent = client.get_run(tuned.user_attrs[PARENT_RUN_ATTR])
     children = client.search_runs([parent.info.experiment_id],
@@ -227,3 +224,53 @@ def test_script_parses_and_refuses_missing_settings(tmp_path):
     same = {**env, "MLFLOW_BACKEND_STORE_URI": "postgresql://u@h/db", "OPTUNA_STORAGE": "postgresql://u@h/db"}
     out = run(["bash", str(SCRIPT), "init", "--bucket", "b"], env=same, check=False)
     assert out.returncode != 0 and "two databases" in out.stderr
+
+
+def test_server_without_auth_answers_without_credentials(mlflow_server):
+    from urllib.request import build_opener, ProxyHandler
+
+    search = f"{mlflow_server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert build_opener(ProxyHandler({})).open(search, timeout=30).status == 200  # loopback: no logins by default
+    assert not (mlflow_server.state_dir / f"basic_auth-{mlflow_server.port}.ini").exists()
+    assert "MLFLOW_TRACKING_USERNAME" not in script("env", env=mlflow_server.env).stdout
+    with pytest.MonkeyPatch.context() as mp:  # no auth API there: nothing to ask before a long job
+        mp.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+        assert missing_permission("moving @champion", "registered_model", "lesionseg-mouse", "MANAGE",
+                                  mlflow_server.url) is None
+
+
+def test_script_refuses_passwords_on_the_command_line_and_readable_files(tmp_path):
+    env = {**client_env(), "LESIONSEG_BUCKET": "b", "STATE_DIR": str(tmp_path / "state"), "PORT": str(free_port())}
+    for option in ("--password", "--admin-password"):
+        out = run(["bash", str(SCRIPT), "user", "add", "bob", "--role", "reader", option, "pw-123456789012"],
+                  env=env, check=False)
+        assert out.returncode != 0 and "never go on the command line" in out.stderr
+        assert "pw-123456789012" not in out.stderr
+    shared = tmp_path / "shared-password"
+    shared.write_text("pw-123456789012\n")
+    shared.chmod(0o644)
+    out = run(["bash", str(SCRIPT), "user", "add", "bob", "--role", "reader", "--password-file", str(shared)],
+              env=env, check=False)
+    assert out.returncode != 0 and "lets others read it" in out.stderr and "chmod 600" in out.stderr
+    out = run(["bash", str(SCRIPT), "user", "add", "bob", "--role", "admin"], env=env, check=False)
+    assert out.returncode != 0 and "--role reader|trainer|maintainer" in out.stderr
+    out = run(["bash", str(SCRIPT), "user", "add", "--role", "reader"], env=env, check=False)
+    assert out.returncode != 0 and "needs a NAME" in out.stderr
+
+
+def test_binding_beyond_loopback_turns_logins_on(tmp_path):
+    """HOST=0.0.0.0 without an admin password: `up` stops before starting anything; --no-auth is explicit."""
+    env = {**client_env(), "LESIONSEG_BUCKET": "b", "STATE_DIR": str(tmp_path / "state"), "PORT": str(free_port()),
+           "HOST": "0.0.0.0"}
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD_FILE"):
+        env.pop(name, None)
+    out = run(["bash", str(SCRIPT), "up"], env=env, check=False)
+    assert out.returncode != 0 and "MLflow logins need the admin's password" in out.stderr
+    assert not (tmp_path / "state").exists(), "nothing was started"
+    printed = run(["bash", str(SCRIPT), "env"], env=env).stdout
+    assert "MLFLOW_TRACKING_USERNAME" in printed
+    assert "MLFLOW_TRACKING_USERNAME" not in run(["bash", str(SCRIPT), "env", "--no-auth"], env=env).stdout
+    env["MLFLOW_AUTH_ADMIN_PASSWORD_FILE"] = str(owner_only_file(tmp_path / "admin", "x" * 16))
+    out = run(["bash", str(SCRIPT), "up", "--auth", "--auth-db-uri", "postgresql+psycopg2://u@h/same",
+               "--backend-store-uri", "postgresql+psycopg2://u@h/same"], env=env, check=False)
+    assert out.returncode != 0 and "need a database of their own" in out.stderr

@@ -6,6 +6,7 @@ x = left->right, y = posterior->anterior, z = inferior->superior.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,11 @@ class PreparedCase:
     image: np.ndarray
     label: np.ndarray | None
     affine: np.ndarray
+
+
+def image_digest(image: np.ndarray) -> str:
+    """Content hash of a prepared image (rounded to 1e-3, so that the same scan prepared twice matches)."""
+    return hashlib.sha256(np.round(np.asarray(image, dtype=np.float32), 3).tobytes()).hexdigest()[:16]
 
 
 def prepare_volume(

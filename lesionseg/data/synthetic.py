@@ -634,8 +634,10 @@ def synthesize_dataset(
     sham_fraction: float = 0.25,
     matrix: int | None = None,
     n_slices: int | None = None,
+    case_prefix: str | None = None,
 ) -> Path:
-    """Write ``n_cases`` synthetic scans of ``domain`` as an nnU-Net v2 raw dataset (plus ``cases.csv``).
+    """Write ``n_cases`` synthetic scans of ``domain`` as an nnU-Net v2 raw dataset (plus ``cases.csv``), with
+    case ids ``{case_prefix or domain}_000`` ... (a new cohort of the same domain gets its own prefix).
 
     The directory is built aside and moved into place only when complete. Case ``i`` depends only on
     (seed, domain, i) and whether it is a sham; which cases are shams (``round(n_cases * sham_fraction)`` of
@@ -651,7 +653,7 @@ def synthesize_dataset(
     with atomic_dir(out_dir) as tmp:
         for i in range(int(n_cases)):
             rng = np.random.default_rng([int(seed), domain_key, i])
-            case = synthesize_case(spec, f"{domain}_{i:03d}", rng, lesion=i not in shams)
+            case = synthesize_case(spec, f"{case_prefix or domain}_{i:03d}", rng, lesion=i not in shams)
             write_volume(tmp / "imagesTr" / f"{case.case_id}_0000.nii.gz", case.image, case.affine,
                          _nifti_header(spec, "image"))
             write_volume(tmp / "labelsTr" / f"{case.case_id}.nii.gz", case.label, case.affine,

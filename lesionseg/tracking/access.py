@@ -132,14 +132,14 @@ class Refusal:
 
 # (endpoint pattern, what, permission): MLflow's own 403s say only "Permission denied"; first match wins.
 _ENDPOINT_NEEDS = (
-    (r"/(delete|delete-tag|restore)$", "deleting or restoring {noun}", "MANAGE"),
+    (r"/(delete|restore)$|/model-versions/delete-tag$", "deleting or restoring {noun}", "MANAGE"),
     (r"/rename$", "renaming {noun}", "MANAGE"),
     (r"/runs/create$", "creating a run in {noun}", "EDIT"),
     (r"/runs/(log-[\w-]+|set-tag|update)$", "logging to a run in {noun}", "EDIT"),
     (r"/logged-models(/[^/]+(/params|/tags)?)?$", "logging a model in {noun}", "EDIT"),
     (r"/model-versions/create$", "registering a version of {noun}", "EDIT"),
     (r"/registered-models/alias$", "setting an alias on {noun}", "EDIT"),
-    (r"/(create|update|set-tag)$", "creating or changing {noun}", "EDIT"),
+    (r"/(create|update|set-tag|delete-tag)$", "creating or changing {noun}", "EDIT"),
 )
 _NOUNS = (("registered-models", "a registered model"), ("model-versions", "a registered model"),
           ("/experiments/", "an experiment"), ("/runs/", "an experiment"), ("logged-models", "an experiment"),
@@ -272,11 +272,6 @@ def missing_permission(what: str, resource_type: str, resource_id: str, needs: s
 
 
 # ------------------------------------------------------------------------------------------------- admin
-def project_resources() -> tuple[list[str], list[str]]:
-    """The project's experiment names and registered model names."""
-    return list(PROJECT_EXPERIMENTS), list(PROJECT_MODELS)
-
-
 def ensure_project(tracking_uri: str) -> dict[str, str]:
     """Create the project's experiments and registered models (as the caller, the admin) where missing;
     returns experiment name -> id. Owned by the admin, no trainer becomes their creator (MANAGE)."""
@@ -284,12 +279,11 @@ def ensure_project(tracking_uri: str) -> dict[str, str]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri, tracking_uri)
-    experiments, models = project_resources()
     ids = {}
-    for name in experiments:
+    for name in PROJECT_EXPERIMENTS:
         found = client.get_experiment_by_name(name)
         ids[name] = found.experiment_id if found else client.create_experiment(name)
-    for name in models:
+    for name in PROJECT_MODELS:
         try:
             client.get_registered_model(name)
         except MlflowException:
@@ -311,13 +305,12 @@ def ensure_roles(tracking_uri: str, experiment_ids: Mapping[str, str]) -> dict[s
 
     auth = AuthServiceClient(tracking_uri)
     existing = {r.name: r.id for r in auth.list_roles(WORKSPACE)}
-    models = project_resources()[1]
     ids = {}
     for role in ROLE_PERMISSION:
         name = mlflow_role(role)
         role_id = existing.get(name) or auth.create_role(WORKSPACE, name, f"lesionseg {role} ({SCRIPT})").id
         held = {(p.resource_type, p.resource_pattern): p for p in auth.list_role_permissions(role_id)}
-        for (resource_type, resource_id), permission in role_grants(experiment_ids, models, role).items():
+        for (resource_type, resource_id), permission in role_grants(experiment_ids, PROJECT_MODELS, role).items():
             current = held.get((resource_type, resource_id))
             if current is None:
                 auth.add_role_permission(role_id, resource_type, resource_id, permission)
@@ -368,16 +361,19 @@ def user_exists(auth: Any, username: str) -> bool:
 
 
 def check_password(password: str | None) -> str:
+    """``password``, when it is long enough (ValueError otherwise)."""
     if not password:
-        raise SystemExit(f"team-stack: error: no password: export {USER_PASSWORD_ENV} or pass --password-file FILE "
-                         "(a file only you can read)")
+        raise ValueError(f"no password: export {USER_PASSWORD_ENV} or pass --password-file FILE (a file only you "
+                         "can read)")
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise SystemExit(f"team-stack: error: the password needs at least {MIN_PASSWORD_LENGTH} characters")
+        raise ValueError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
     return password
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Admin commands for deploy/team-stack.sh; the admin login comes from MLFLOW_TRACKING_USERNAME/_PASSWORD."""
+    from mlflow.exceptions import MlflowException
+
     parser = argparse.ArgumentParser(prog="python -m lesionseg.tracking.access")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", ""))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -392,21 +388,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for line in _run(args):
             print(f"team-stack: {line}", file=sys.stderr)
-    except Exception as err:
-        refusal = find_refusal(err)
-        if refusal is None:
-            raise
-        print(f"team-stack: error: {_admin_refused(refusal, args.tracking_uri, err)}", file=sys.stderr)
+    except (MlflowException, ValueError) as err:
+        print(f"team-stack: error: {_admin_error(err, args.tracking_uri)}", file=sys.stderr)
         return 1
     return 0
 
 
-def _admin_refused(refusal: Refusal, tracking_uri: str, err: BaseException) -> str:
-    if refusal.status == 401:
+def _admin_error(err: BaseException, tracking_uri: str) -> str:
+    """One line for what stopped an admin command."""
+    refusal = find_refusal(err)
+    if refusal is not None and refusal.status == 401:
         return (f"MLflow at {_redact(tracking_uri)} refused the admin login of user '{_username()}': MLflow keeps "
                 "the admin password of the server's first start (MLFLOW_AUTH_ADMIN_PASSWORD is read only when the "
                 "admin user is created)")
-    return permission_error(err, tracking_uri) or str(err)
+    if refusal is not None:
+        return permission_error(err, tracking_uri)
+    return str(err).splitlines()[0][:300]
 
 
 def _run(args: argparse.Namespace) -> list[str]:
@@ -421,6 +418,8 @@ def _run(args: argparse.Namespace) -> list[str]:
     if args.command == "user-passwd":
         AuthServiceClient(args.tracking_uri).update_user_password(args.username, check_password(password))
         return [f"new password set for user {args.username}"]
+    if args.username == _username():
+        raise ValueError(f"{args.username} is the admin login this command uses; it stays")
     AuthServiceClient(args.tracking_uri).delete_user(args.username)
     return [f"removed user {args.username}"]
 

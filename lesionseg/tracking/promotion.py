@@ -1,12 +1,14 @@
-"""Challenger vs champion: paired per-case comparison on the test split, then (maybe) move ``@champion``.
+"""Challenger vs champion on new animals (an acceptance dataset, never the test split), then (maybe) move
+``@champion``.
 
-Order of work: evaluate both, decide, write the comparison artifact and the promotion log, tag the versions,
-and only then move the alias, so any failure before the last step leaves the registry's aliases as they were.
+Order of work: refuse data that either model trained or was selected on, score both in native space with the
+named metrics, decide, write the comparison artifact and the promotion log, tag the versions, and only then
+move the alias, so any failure before the last step leaves the registry's aliases as they were.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,19 +16,21 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from nibabel.affines import voxel_sizes
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
-from lesionseg.data.preprocess import load_prepared_case
 from lesionseg.config import PromoteConfig
-from lesionseg.errors import ConfigError, TrackingError
-from lesionseg.inference import Segmenter, predict_mask
+from lesionseg.data.dataset import read_cases
+from lesionseg.data.io import json_ready, read_volume
+from lesionseg.data.preprocess import image_digest, prepare_volume
+from lesionseg.errors import ConfigError, DataError, TrackingError
+from lesionseg.evaluation.evaluate import score_scans
+from lesionseg.evaluation.summary import summarize
+from lesionseg.inference import Segmenter
 from lesionseg.tracking.pyfunc import load_segmenter
-from lesionseg.evaluation.metrics import case_metrics
 from lesionseg.tracking.registry import CHAMPION
-from lesionseg.training.engine import selection_dice
+from lesionseg.tracking.run import CASES_ARTIFACT
 
 
 @dataclass
@@ -38,53 +42,6 @@ class Decision:
     candidate_version: str
     champion_version: str | None
     summary: dict[str, float] = field(default_factory=dict)
-
-
-def score_cases(segmenter: Segmenter, prepared_dir: str | Path, case_ids: Sequence[str]) -> pd.DataFrame:
-    """Per-case ``score`` (Dice; a sham scores 1 if left empty, else 0) and ``hd95_mm`` on prepared cases."""
-    rows = []
-    for case_id in case_ids:
-        case = load_prepared_case(prepared_dir, case_id)
-        pred = predict_mask(segmenter.model, case.image, segmenter.roi_size)
-        metrics = case_metrics(pred, case.label, tuple(voxel_sizes(case.affine)))
-        rows.append({"case_id": case_id, "score": selection_dice(pred > 0, case.label > 0),
-                     "hd95_mm": metrics["hd95_mm"]})
-    return pd.DataFrame(rows).set_index("case_id")
-
-
-def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: PromoteConfig,
-           candidate_version: str, champion_version: str | None) -> tuple[Decision, pd.DataFrame]:
-    """Apply ``rule`` to paired per-case scores; returns the decision and the comparison table."""
-    if champion is None:
-        mean = float(candidate["score"].mean())
-        ok = mean >= rule.min_dice_first
-        reason = f"no champion yet; candidate mean Dice {mean:.3f} {'>=' if ok else '<'} {rule.min_dice_first}"
-        table = candidate.rename(columns=lambda c: f"candidate_{c}")
-        return Decision(ok, [reason], candidate_version, None, {"candidate_dice": mean}), table
-    table = candidate.join(champion, lsuffix="_candidate", rsuffix="_champion", how="inner")
-    if table.empty:
-        raise ConfigError("promote: candidate and champion share no test cases; check the test split")
-    gain = float((table["score_candidate"] - table["score_champion"]).mean())
-    p_value = _one_sided_wilcoxon(table["score_candidate"].to_numpy(), table["score_champion"].to_numpy())
-    finite = table[np.isfinite(table["hd95_mm_candidate"]) & np.isfinite(table["hd95_mm_champion"])]
-    hd95_change = float((finite["hd95_mm_candidate"] - finite["hd95_mm_champion"]).mean()) if len(finite) else 0.0
-    checks = [
-        (gain > rule.min_dice_gain, f"mean Dice gain {gain:+.3f} (needs > {rule.min_dice_gain})"),
-        (p_value < rule.alpha, f"one-sided paired Wilcoxon p = {p_value:.3g} (needs < {rule.alpha})"),
-        (hd95_change <= rule.hd95_margin_mm, f"mean HD95 change {hd95_change:+.2f} mm (needs <= {rule.hd95_margin_mm})"),
-    ]
-    reasons = [("pass: " if ok else "fail: ") + text for ok, text in checks]
-    summary = {"candidate_dice": float(table["score_candidate"].mean()),
-               "champion_dice": float(table["score_champion"].mean()), "dice_gain": gain, "p_value": p_value,
-               "hd95_change_mm": hd95_change, "n_cases": float(len(table))}
-    return Decision(all(ok for ok, _ in checks), reasons, candidate_version, champion_version, summary), table
-
-
-def _one_sided_wilcoxon(candidate: np.ndarray, champion: np.ndarray) -> float:
-    """p-value that the candidate's per-case scores are greater (1.0 when every pair is tied)."""
-    if np.allclose(candidate, champion):
-        return 1.0
-    return float(wilcoxon(candidate, champion, alternative="greater", zero_method="wilcox").pvalue)
 
 
 def resolve_version(name: str, candidate: str) -> str:
@@ -99,10 +56,84 @@ def resolve_version(name: str, candidate: str) -> str:
                           "or run dvc repro") from None
 
 
-def promote(name: str, candidate: str, rule: PromoteConfig, prepared_dir: str | Path, test_ids: Sequence[str],
-            *, log_path: str | Path, dry_run: bool = False) -> tuple[Decision, pd.DataFrame]:
-    """Compare ``candidate`` with ``name@champion`` on the same test cases and move ``@champion`` if it wins."""
+def data_fingerprint(data_dir: Path) -> str:
+    """Hash of every file of the dataset (names and bytes): which data a promotion looked at."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(data_dir).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(data_dir).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def refuse_seen_data(name: str, versions: Sequence[str], data_dir: Path, segmenter: Segmenter) -> None:
+    """One-line :class:`DataError` when ``data_dir`` shares a case id or an image's content with the training or
+    validation cases of any of ``versions`` (read from their runs' lineage)."""
     client = MlflowClient()
+    records = read_cases(data_dir)
+    digests = {r.case_id: _prepared_digest(r.image, segmenter) for r in records}
+    for version in versions:
+        run_id = client.get_model_version(name, version).run_id
+        seen = client.download_artifacts(run_id, CASES_ARTIFACT)
+        for split, cases in json.loads(Path(seen).read_text()).items():
+            shared = sorted(set(cases) & set(digests)) or sorted(c for c, d in digests.items() if d in cases.values())
+            if shared:
+                raise DataError(f"{data_dir}: cases {shared[:5]} are in the {split} data of {name} v{version}; "
+                                "promote on new animals (the acceptance cohort, data/raw/mouse-acceptance)")
+
+
+def _prepared_digest(image_path: Path, segmenter: Segmenter) -> str:
+    p = segmenter.preprocessing
+    image, _, _ = prepare_volume(read_volume(image_path), None, target_spacing=p["target_spacing"], shape=p["shape"],
+                                 clip_percentiles=tuple(p["clip_percentiles"]), crop=p.get("crop", "head"))
+    return image_digest(image)
+
+
+def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: PromoteConfig,
+           candidate_version: str, champion_version: str | None) -> tuple[Decision, pd.DataFrame]:
+    """Apply ``rule`` to the per-case native-space tables (named metrics); returns the decision and the table."""
+    ours = summarize(candidate)
+    if champion is None:
+        ok = ours["dice_lesion"] >= rule.min_dice_first
+        reason = (f"no champion yet; candidate dice_lesion {ours['dice_lesion']:.3f} "
+                  f"{'>=' if ok else '<'} {rule.min_dice_first}")
+        return Decision(bool(ok), [reason], candidate_version, None, {"candidate_dice_lesion": ours["dice_lesion"]}), \
+            candidate.set_index("case_id")
+    theirs = summarize(champion)
+    table = candidate.merge(champion, on=["case_id", "group"], suffixes=("_candidate", "_champion"))
+    if table.empty:
+        raise ConfigError("promote: candidate and champion were scored on no common case; check --data")
+    lesion = table[table["group"] == "MCAo"]
+    gain = ours["dice_lesion"] - theirs["dice_lesion"]
+    p_value = _one_sided_wilcoxon(lesion["dice_candidate"].to_numpy(), lesion["dice_champion"].to_numpy())
+    hd95_change = ours["hd95_mm"] - theirs["hd95_mm"]
+    fp_change = ours["sham_fp_rate"] - theirs["sham_fp_rate"]
+    checks = [
+        (gain > rule.min_dice_gain, f"dice_lesion gain {gain:+.3f} (needs > {rule.min_dice_gain})"),
+        (p_value < rule.alpha, f"one-sided paired Wilcoxon over lesion scans p = {p_value:.3g} (needs < {rule.alpha})"),
+        (hd95_change <= rule.hd95_margin_mm, f"hd95_mm change {hd95_change:+.2f} mm (needs <= {rule.hd95_margin_mm})"),
+        (not fp_change > 0, f"sham_fp_rate change {fp_change:+.2f} (needs <= 0)"),
+    ]
+    reasons = [("pass: " if ok else "fail: ") + text for ok, text in checks]
+    summary = {"candidate_dice_lesion": ours["dice_lesion"], "champion_dice_lesion": theirs["dice_lesion"],
+               "dice_lesion_gain": gain, "p_value": p_value, "hd95_mm_change": hd95_change,
+               "sham_fp_rate_change": fp_change, "n_cases": float(len(table))}
+    return Decision(all(ok for ok, _ in checks), reasons, candidate_version, champion_version, summary), \
+        table.set_index("case_id")
+
+
+def _one_sided_wilcoxon(candidate: np.ndarray, champion: np.ndarray) -> float:
+    """p-value that the candidate's per-case Dice is greater (1.0 when every pair is tied or none exist)."""
+    if len(candidate) == 0 or np.allclose(candidate, champion):
+        return 1.0
+    return float(wilcoxon(candidate, champion, alternative="greater", zero_method="wilcox").pvalue)
+
+
+def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path, *, log_path: str | Path,
+            dry_run: bool = False) -> tuple[Decision, pd.DataFrame]:
+    """Compare ``candidate`` with ``name@champion`` on the acceptance dataset ``data_dir`` (raw, nnU-Net layout)
+    in native space and move ``@champion`` if it wins."""
+    client = MlflowClient()
+    data_dir = Path(data_dir)
     candidate_version = resolve_version(name, candidate)
     try:
         champion_version = str(client.get_model_version_by_alias(name, CHAMPION).version)
@@ -110,51 +141,57 @@ def promote(name: str, candidate: str, rule: PromoteConfig, prepared_dir: str | 
         champion_version = None
     if champion_version == candidate_version:
         raise ConfigError(f"promote: {name} v{candidate_version} is already @champion")
-    candidate_scores = score_cases(load_segmenter(f"models:/{name}/{candidate_version}"), prepared_dir, test_ids)
-    champion_scores = (score_cases(load_segmenter(f"models:/{name}/{champion_version}"), prepared_dir, test_ids)
-                       if champion_version else None)
-    decision, table = decide(candidate_scores, champion_scores, rule, candidate_version, champion_version)
+    versions = [v for v in (candidate_version, champion_version) if v]
+    segmenters = {v: load_segmenter(f"models:/{name}/{v}") for v in versions}
+    refuse_seen_data(name, versions, data_dir, segmenters[candidate_version])
+    case_ids = [r.case_id for r in read_cases(data_dir)]
+    tables = {v: score_scans(seg, data_dir, case_ids)[0] for v, seg in segmenters.items()}
+    decision, table = decide(tables[candidate_version], tables.get(champion_version), rule, candidate_version,
+                             champion_version)
     if not dry_run:
-        _record(client, name, decision, table, rule, Path(log_path))
+        _record(client, name, decision, table, rule, Path(log_path), data_dir)
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, candidate_version)  # the last step, on purpose
     return decision, table
 
 
+def _earlier_looks(log_path: Path, data_hash: str) -> int:
+    if not log_path.exists():
+        return 0
+    return sum(json.loads(line).get("data_hash") == data_hash for line in log_path.read_text().splitlines() if line)
+
+
 def _record(client: MlflowClient, name: str, decision: Decision, table: pd.DataFrame, rule: PromoteConfig,
-            log_path: Path) -> None:
-    """Artifact on the candidate's run, a line in the promotion log, tags on the versions."""
+            log_path: Path, data_dir: Path) -> None:
+    """Artifact on the candidate's run, a line in the promotion log (with the data's hash and how many earlier
+    promotions used the same data), tags on the versions."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    data_hash = data_fingerprint(data_dir)
+    looks = _earlier_looks(log_path, data_hash)
     run_id = client.get_model_version(name, decision.candidate_version).run_id
     against = f"v{decision.champion_version}" if decision.champion_version else "none"
     stem = f"promotion/v{decision.candidate_version}_vs_{against}"
     client.log_text(run_id, table.reset_index().to_csv(index=False), f"{stem}.csv")
-    client.log_dict(run_id, {"decision": asdict(decision), "rule": asdict(rule), "at": now},
-                                   f"{stem}.json")
+    entry = {"at": now, "model": name, "data": str(data_dir), "data_hash": data_hash,
+             "earlier_promotions_on_this_data": looks, **asdict(decision)}
+    client.log_dict(run_id, json_ready({**entry, "rule": asdict(rule)}), f"{stem}.json")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("a") as log:
-        log.write(json.dumps({"at": now, "model": name, **asdict(decision)}, default=_json_default) + "\n")
-    reason = "; ".join(decision.reasons)
-    client.set_model_version_tag(name, decision.candidate_version, "promotion_reason", reason[:5000])
-    client.set_model_version_tag(name, decision.candidate_version, "promotion_decision",
-                                 "promoted" if decision.promote else "rejected")
+        log.write(json.dumps(json_ready(entry)) + "\n")
+    tags = {"promotion_reason": "; ".join(decision.reasons)[:5000], "promotion_data_hash": data_hash,
+            "promotion_decision": "promoted" if decision.promote else "rejected"}
     if decision.promote:
-        client.set_model_version_tag(name, decision.candidate_version, "promoted_at", now)
-        client.set_model_version_tag(name, decision.candidate_version, "replaced_version",
-                                     decision.champion_version or "")
-
-
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)
+        tags.update({"promoted_at": now, "replaced_version": decision.champion_version or ""})
+    for key, value in tags.items():
+        client.set_model_version_tag(name, decision.candidate_version, key, value)
 
 
 def format_decision(decision: Decision, table: pd.DataFrame) -> str:
     """A small text table for the terminal."""
     head = (f"candidate v{decision.candidate_version} vs champion "
             f"{'v' + decision.champion_version if decision.champion_version else '(none)'}")
-    lines = [head, table.round(4).to_string(), *decision.reasons,
+    shown = [c for c in table.columns if c.startswith(("dice", "hd95_mm_penalised", "group"))]
+    lines = [head, table[shown].round(4).to_string(), *decision.reasons,
              "decision: " + ("PROMOTE to @champion" if decision.promote else "keep the current champion")]
     return "\n".join(lines)
 

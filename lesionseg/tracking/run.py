@@ -15,7 +15,7 @@ import torch
 
 from lesionseg.config import flatten
 from lesionseg.data.io import read_json, write_json, write_text
-from lesionseg.data.preprocess import load_manifest
+from lesionseg.data.preprocess import image_digest, load_manifest, load_prepared_case
 from lesionseg.errors import TrackingError
 from lesionseg.tracking import lineage, registry, store
 from lesionseg.tracking.callback import MlflowCallback
@@ -25,6 +25,8 @@ from lesionseg.training.engine import build_loss
 from lesionseg.training.fit import BEST, FitState, fit, load_checkpoint, save_checkpoint
 from lesionseg.training.setup import TrainingSetup, setup_training
 from lesionseg.training.spec import RunSpec
+
+CASES_ARTIFACT = "lineage/cases.json"
 
 
 def train_tracked(spec: RunSpec, context: RunContext, out_dir: str | Path, checkpoint_dir: str | Path, *,
@@ -125,6 +127,14 @@ def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str],
     dataset = mlflow.data.from_pandas(manifest, source=str(spec.prepared_dir),
                                       name=f"{spec.domain}-train-n{len(spec.train_ids)}")
     mlflow.log_input(dataset, context="training")
+    mlflow.log_dict(case_digests(spec), CASES_ARTIFACT)
+
+
+def case_digests(spec: RunSpec) -> dict[str, dict[str, str]]:
+    """Case id -> content hash of the prepared image, for the training and validation cases of ``spec``
+    (``promote`` refuses data that shares either with a model's run)."""
+    return {split: {cid: image_digest(load_prepared_case(spec.prepared_dir, cid).image) for cid in ids}
+            for split, ids in (("train", spec.train_ids), ("val", spec.val_ids))}
 
 
 def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, state: FitState, out_dir: Path,

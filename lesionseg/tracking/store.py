@@ -11,6 +11,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
+from lesionseg.tracking.access import find_refusal
 
 EXPERIMENTS = {
     "pretrain": "lesionseg-pretrain",
@@ -61,8 +62,19 @@ def ensure_experiment(name: str, project_root: str | Path) -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name) or _create_experiment(client, name, project_root)
     if EXPERIMENT_KIND_TAG not in experiment.tags:
-        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+        _tag_as_model_training(client, experiment.experiment_id)
     return experiment.experiment_id
+
+
+def _tag_as_model_training(client: MlflowClient, experiment_id: str) -> None:
+    """Set the kind tag; a user who may not edit the experiment leaves it untagged (and is refused at run
+    creation with the access layer's message)."""
+    try:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    except Exception as err:  # MLflow raises several types for a refusal
+        refusal = find_refusal(err)
+        if refusal is None or refusal.status != 403:
+            raise
 
 
 def _create_experiment(client: MlflowClient, name: str, project_root: str | Path) -> Experiment:
