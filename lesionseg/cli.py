@@ -139,10 +139,13 @@ def _study_run(args: argparse.Namespace) -> None:
 def _ui(args: argparse.Namespace) -> None:
     import os
 
-    from lesionseg.tracking.store import default_tracking_uri
+    from lesionseg.tracking import store
 
-    uri = default_tracking_uri(args.project)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}")
+    uri, base = store.default_tracking_uri(args.project), f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {base} (pick 'Model training' at the top left once; the browser remembers it)")
+    store.connect(args.project)
+    for name, url in store.experiment_urls(base).items():
+        print(f"  {name}: {url}")
     os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
 
 
@@ -169,7 +172,11 @@ def _tune(args: argparse.Namespace) -> None:
     outcome = tune_and_retrain(base, tune, cfg.train_for("finetune"), context, workers=args.workers,
                                register_as=TARGET_MODEL)
     print(f"best {outcome['best_params']} val Dice {outcome['best_value']:.3f}; trials {outcome['trials']}")
-    print(f"study {outcome['study']}: browse its trials with `optuna-dashboard {tune.storage}`")
+    from lesionseg.tuning import _is_rdb_url, _redact
+
+    shown = _redact(tune.storage) if _is_rdb_url(tune.storage) else tune.storage
+    print(f"study {outcome['study']}: browse its trials with `optuna-dashboard {shown}` "
+          "(pip install 'lesionseg[dashboard]')")
 
 
 def _synth(args: argparse.Namespace) -> None:
