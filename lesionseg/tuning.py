@@ -48,10 +48,11 @@ RDB_PREFIXES = ("postgresql", "mysql", "sqlite", "oracle", "mssql")
 def study_name(base: RunSpec, cfg: TuneConfig) -> str:
     """One study per arm, sample size and repeat, fingerprinted by what shapes a trial: the base spec (network,
     trial budget, case ids, pretrained weights' bytes), the search space and the prepared data's bytes. Changed
-    inputs start a new study; unchanged ones resume the old one."""
+    inputs start a new study; unchanged ones (more trials, a longer timeout) resume the old one."""
     digest = hashlib.sha256()
     digest.update(base.fingerprint().encode())
-    digest.update(json.dumps(cfg.search_params(), sort_keys=True, default=str).encode())
+    shaping = {k: v for k, v in cfg.search_params().items() if k not in ("n_trials", "timeout_s", "heartbeat_s")}
+    digest.update(json.dumps(shaping, sort_keys=True, default=str).encode())
     for case_id in sorted({*base.train_ids, *base.val_ids}):
         digest.update((Path(base.prepared_dir) / f"{case_id}.npz").read_bytes())
     return f"finetune-{base.model}-n{base.sample_size}-r{base.repeat}-{digest.hexdigest()[:10]}"

@@ -110,9 +110,9 @@ from conftest import cell_spec, ctx, tune_cfg
 from lesionseg.tuning import open_study, run_trials
 root = Path(sys.argv[1])
 params = yaml.safe_load((root / "params.yaml").read_text())
-cfg = dataclasses.replace(tune_cfg(params), n_trials=3, pruner="none")
+cfg = dataclasses.replace(tune_cfg(params), n_trials=2, pruner="none")
 base = cell_spec(params, "ratlesnetv2", "full", 4, "noaug", root, stage="tune")
-base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=200))  # long enough to be killed
+base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=40))  # long enough to be killed
 run_trials(open_study(base, cfg, ctx(root)), base, cfg, ctx(root))
 """
 
@@ -122,17 +122,19 @@ def test_worker_killed_mid_trial_leaves_the_study_usable(tiny_project, tiny_para
     import time
 
     cfg = dataclasses.replace(tune_cfg(tiny_params), n_trials=2, pruner="none")
-    study = open_study(_base(tiny_params, tiny_project), cfg, ctx(tiny_project))
+    base = _base(tiny_params, tiny_project)
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=40))  # the worker's trials
+    study = open_study(base, cfg, ctx(tiny_project))
     from lesionseg.tuning import ensure_parent_run
 
-    ensure_parent_run(study, _base(tiny_params, tiny_project), cfg, ctx(tiny_project))
+    ensure_parent_run(study, base, cfg, ctx(tiny_project))
     script = tiny_project / "worker.py"
     script.write_text(WORKER)
     worker = subprocess.Popen([sys.executable, str(script), str(tiny_project), os.path.dirname(__file__)], env=os.environ.copy(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline:
-        running = [t for t in open_study(_base(tiny_params, tiny_project), cfg, ctx(tiny_project)).get_trials(states=(TrialState.RUNNING,))
+        running = [t for t in open_study(base, cfg, ctx(tiny_project)).get_trials(states=(TrialState.RUNNING,))
                    if t.intermediate_values]
         if running:
             break
@@ -141,7 +143,7 @@ def test_worker_killed_mid_trial_leaves_the_study_usable(tiny_project, tiny_para
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait()
     killed = running[0].number
-    study = tune(_base(tiny_params, tiny_project), cfg, ctx(tiny_project))  # the next worker goes on
+    study = tune(base, cfg, ctx(tiny_project))  # the next worker goes on
     states = {t.number: t.state for t in study.get_trials()}
     assert states[killed] == TrialState.FAIL
     assert TrialState.RUNNING not in states.values()
