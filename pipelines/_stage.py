@@ -4,11 +4,9 @@ import sys
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python pipelines/X.py` also runs in an env (MLflow's conda) without `pip -e`
-
 from lesionseg.config import load_config  # noqa: E402
 from lesionseg.errors import LesionsegError  # noqa: E402
 from lesionseg.layout import Layout  # noqa: E402
-
 LAYOUT = Layout.at(ROOT)
 
 
@@ -16,15 +14,17 @@ def config():  # the project's params.yaml, typed
     return load_config(LAYOUT.params_file)
 
 
-def context():
-    """What `mlflow run` (MLFLOW_RUN_ID) and `dvc exp run` (DVC_EXP_NAME) told this process, read once here."""
+def context():  # what `mlflow run` (MLFLOW_RUN_ID) and `dvc exp run` (DVC_EXP_NAME) told this process
     from lesionseg.tracking.context import RunContext
     return RunContext(LAYOUT, os.environ.get("MLFLOW_RUN_ID") or None, os.environ.get("DVC_EXP_NAME", ""))
 
 
-def run(main) -> None:
+def run(main) -> None:  # our errors, and a 401/403 from an authenticated MLflow server, print as one line
     try:
         main()
-    except LesionsegError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as err:
+        from lesionseg.tracking.access import permission_error
+        line = str(err) if isinstance(err, LesionsegError) else permission_error(err)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")

@@ -1,6 +1,7 @@
 """Real servers for the team-stack integration tests, all on 127.0.0.1: PostgreSQL databases (on the running
 cluster, started when it is down), moto's standalone S3 server, and `mlflow server` started by
-deploy/team-stack.sh. Import the fixtures into a test module: ``from stack import pg, s3, mlflow_server``.
+deploy/team-stack.sh, without logins (``mlflow_server``) or with them (``auth_server``). Import the fixtures
+into a test module: ``from stack import pg, s3, mlflow_server``.
 """
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -28,6 +32,10 @@ AWS_KEY_ID = "lesionseg-test-key-id"
 AWS_SECRET = "lesionseg-TEST-SECRET-9f3a"
 PG_PASSWORD = "lesionseg-PG-SECRET-51c7"  # trust auth ignores it; it only has to ride along in the URLs
 SECRETS = (AWS_SECRET, PG_PASSWORD)
+ADMIN_PASSWORD = "lesionseg-ADMIN-PW-7d2e"
+USER_PASSWORDS = {"reader": "lesionseg-READER-PW-30aa", "trainer": "lesionseg-TRAINER-PW-b41f",
+                  "maintainer": "lesionseg-MAINT-PW-e9c2"}
+AUTH_SECRETS = (*SECRETS, ADMIN_PASSWORD, *USER_PASSWORDS.values())
 
 PG_HOST, PG_PORT = "127.0.0.1", int(os.environ.get("PGPORT", "5432"))
 PG_USERS = ("postgres", "root")
@@ -245,19 +253,11 @@ def server_env(pg: Postgres, s3: S3, port: int, backend_db: str, optuna_db: str,
     return env
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(pg, s3, tmp_path_factory):
-    """`deploy/team-stack.sh up` (HOST unset: 127.0.0.1) on a free port; `down` (then a kill) at teardown.
-
-    The MLflow database is made here with psycopg2; the Optuna one is left for the script's `init` to create.
-    """
-    port = free_port()
-    backend_db, optuna_db = pg.create("lesionseg_mlflow"), pg.reserve("lesionseg_optuna")
-    state_dir = tmp_path_factory.mktemp("stack-state")
-    env = server_env(pg, s3, port, backend_db, optuna_db, state_dir)
-    server = MlflowServer(f"http://127.0.0.1:{port}", port, backend_db, optuna_db, pg.url(optuna_db), env, state_dir)
+@contextmanager
+def running_stack(env: dict[str, str], server: MlflowServer, *up_args: str) -> Iterator[MlflowServer]:
+    """`deploy/team-stack.sh up UP_ARGS` with ``env``; `down` (then a kill of its process group) afterwards."""
     try:
-        up = script("up", env=env, timeout=300, check=False)
+        up = script("up", *up_args, env=env, timeout=300, check=False)
         assert up.returncode == 0, f"team-stack.sh up failed:\n{up.stderr[-3000:]}\n{server.log()[-3000:]}"
         assert healthy(server.url), server.log()[-3000:]
         server.up_output = up
@@ -270,6 +270,120 @@ def mlflow_server(pg, s3, tmp_path_factory):
                 os.killpg(pid, 9)
             except ProcessLookupError:
                 pass
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(pg, s3, tmp_path_factory):
+    """`deploy/team-stack.sh up` (HOST unset: 127.0.0.1) on a free port; `down` (then a kill) at teardown.
+
+    The MLflow database is made here with psycopg2; the Optuna one is left for the script's `init` to create.
+    """
+    port = free_port()
+    backend_db, optuna_db = pg.create("lesionseg_mlflow"), pg.reserve("lesionseg_optuna")
+    state_dir = tmp_path_factory.mktemp("stack-state")
+    env = server_env(pg, s3, port, backend_db, optuna_db, state_dir)
+    server = MlflowServer(f"http://127.0.0.1:{port}", port, backend_db, optuna_db, pg.url(optuna_db), env, state_dir)
+    with running_stack(env, server) as running:
+        yield running
+
+
+# ------------------------------------------------------------------------------------ processes and logins
+class ProcessWatch:
+    """Every command line (``/proc/*/cmdline``, what ``ps -eo args`` shows) seen while it runs, polled."""
+
+    def __init__(self, interval_s: float = 0.1) -> None:
+        self.seen: set[str] = set()
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> "ProcessWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.seen.update(command_lines())
+            self._stop.wait(self._interval_s)
+
+
+def command_lines() -> set[str]:
+    """The argument lists of all processes now, space-joined."""
+    lines = set()
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            raw = Path(path).read_bytes()
+        except OSError:  # the process ended
+            continue
+        if raw:
+            lines.add(raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace"))
+    return lines
+
+
+@dataclass
+class AuthStack:
+    """A server started with `up --auth`, its logins, and everything its scripts printed."""
+
+    server: MlflowServer
+    users: dict[str, str]  # role -> user name (the password is USER_PASSWORDS[role])
+    admin_password_file: Path
+    outputs: list[str] = field(default_factory=list)
+    processes: ProcessWatch | None = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def credentials(self, role: str) -> dict[str, str]:
+        """The client environment of the user holding ``role`` ("admin" for the admin)."""
+        if role == "admin":
+            return {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": ADMIN_PASSWORD}
+        return {"MLFLOW_TRACKING_USERNAME": self.users[role], "MLFLOW_TRACKING_PASSWORD": USER_PASSWORDS[role]}
+
+
+def owner_only_file(path: Path, text: str) -> Path:
+    """``text`` in a new file only its owner can read (mode 600)."""
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def auth_server(pg, s3, tmp_path_factory):
+    """`deploy/team-stack.sh up --auth` on 127.0.0.1 (its own auth database, created by `init`), then
+    `user add` for a reader (password in the environment), a trainer and a maintainer (owner-only files).
+    Every command line of the machine is watched meanwhile, for the tests to search for passwords."""
+    port = free_port()
+    backend_db, optuna_db = pg.create("lesionseg_mlflow"), pg.reserve("lesionseg_optuna")
+    auth_db = pg.reserve("lesionseg_mlflow_auth")
+    state_dir = tmp_path_factory.mktemp("auth-state")
+    secrets_dir = tmp_path_factory.mktemp("auth-secrets")
+    env = server_env(pg, s3, port, backend_db, optuna_db, state_dir)
+    admin_file = owner_only_file(secrets_dir / "admin-password", ADMIN_PASSWORD)
+    env.update({"MLFLOW_AUTH_DB_URI": pg.url(auth_db), "MLFLOW_AUTH_ADMIN_PASSWORD_FILE": str(admin_file)})
+    for name in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRACKING_USERNAME",
+                 "MLFLOW_TRACKING_PASSWORD", "LESIONSEG_USER_PASSWORD", "LESIONSEG_USER_PASSWORD_FILE"):
+        env.pop(name, None)
+    server = MlflowServer(f"http://127.0.0.1:{port}", port, backend_db, optuna_db, pg.url(optuna_db), env, state_dir)
+    with ProcessWatch() as processes, running_stack(env, server, "--auth") as running:
+        stack = AuthStack(running, {role: role for role in USER_PASSWORDS}, admin_file, processes=processes)
+        stack.outputs.append(running.up_output.stdout + running.up_output.stderr)
+        stack.outputs.append(add_user(stack, "reader", env={"LESIONSEG_USER_PASSWORD": USER_PASSWORDS["reader"]}))
+        for role in ("trainer", "maintainer"):
+            file = owner_only_file(secrets_dir / f"{role}-password", USER_PASSWORDS[role])
+            stack.outputs.append(add_user(stack, role, "--password-file", str(file)))
+        yield stack
+
+
+def add_user(stack: AuthStack, role: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """`deploy/team-stack.sh user add ROLE --role ROLE ARGS`; returns what it printed."""
+    out = script("user", "add", stack.users[role], "--role", role, *args, env={**stack.server.env, **(env or {})},
+                 timeout=120)
+    return out.stdout + out.stderr
 
 
 def _alive(pid: int) -> bool:

@@ -59,12 +59,11 @@ class Reserved:
 def reserved_action(path: str, method: str, params: Mapping[str, Any]) -> Reserved | None:
     """The project's rule for a REST request, or None when MLflow's own checks suffice."""
     route = path.split("/mlflow/", 1)[1] if "/mlflow/" in path else ""
-    name = str(params.get("name", ""))
+    name, alias = str(params.get("name", "")), str(params.get("alias", ""))
     if route == "registered-models/alias" and method == "DELETE":
-        alias = params.get("alias", "")
         return Reserved(f"removing @{alias} from registered model '{name}'", "MANAGE", "registered_model", name)
-    if route == "registered-models/alias" and method == "POST" and params.get("alias") in PROTECTED_ALIASES:
-        return Reserved(f"moving @{params['alias']} on registered model '{name}'", "MANAGE", "registered_model", name)
+    if route == "registered-models/alias" and method == "POST" and alias.lower() in PROTECTED_ALIASES:
+        return Reserved(f"moving @{alias} on registered model '{name}'", "MANAGE", "registered_model", name)
     if route == "registered-models/rename" and method == "POST":
         return Reserved(f"renaming registered model '{name}'", "MANAGE", "registered_model", name)
     if route == "experiments/update" and method == "POST" and params.get("new_name"):

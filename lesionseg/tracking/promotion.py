@@ -28,6 +28,7 @@ from lesionseg.errors import ConfigError, DataError, TrackingError
 from lesionseg.evaluation.evaluate import score_scans
 from lesionseg.evaluation.summary import summarize
 from lesionseg.inference import Segmenter
+from lesionseg.tracking.access import missing_permission
 from lesionseg.tracking.pyfunc import load_segmenter
 from lesionseg.tracking.registry import CHAMPION
 from lesionseg.tracking.run import CASES_ARTIFACT
@@ -141,6 +142,11 @@ def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path
         champion_version = None
     if champion_version == candidate_version:
         raise ConfigError(f"promote: {name} v{candidate_version} is already @champion")
+    if not dry_run:  # an authenticated server: check the right to move @champion before any record is written
+        refused = missing_permission(f"moving @{CHAMPION} on registered model '{name}'", "registered_model", name,
+                                     "MANAGE")
+        if refused:
+            raise TrackingError(refused)
     versions = [v for v in (candidate_version, champion_version) if v]
     segmenters = {v: load_segmenter(f"models:/{name}/{v}") for v in versions}
     refuse_seen_data(name, versions, data_dir, segmenters[candidate_version])

@@ -11,7 +11,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
-from lesionseg.tracking.access import find_refusal
+from lesionseg.tracking.access import find_refusal, permission_error
 
 EXPERIMENTS = {
     "pretrain": "lesionseg-pretrain",
@@ -49,6 +49,9 @@ def connect(project_root: str | Path) -> str:
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # MLflow raises several types for network/DB failures
+        refused = permission_error(err, uri)
+        if refused:
+            raise TrackingError(refused) from None
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise TrackingError(
             f"MLflow tracking store {uri} is unreachable ({reason}); start the server or fix MLFLOW_TRACKING_URI"
