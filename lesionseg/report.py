@@ -118,8 +118,10 @@ def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float) -> lis
         if t["direction"] == "skipped":
             out.append(f"{t['comparison']}: {t['note']}.")
             continue
-        verdict = {"better": "significantly better", "worse": "significantly worse (negative transfer)"
-                   if "scratch" in t["control"] else "significantly worse"}.get(t["direction"], "no significant difference")
+        transfer = t["treatment"].split("/")[1] in ("partial", "full", "tuned")
+        verdict = {"better": "significantly better",
+                   "worse": "significantly worse (negative transfer)" if transfer else "significantly worse"}.get(
+                       t["direction"], "no significant difference")
         out.append(f"{t['treatment']} vs {t['control']} at n={t['sample_size']}: paired mean Dice difference "
                    f"{t['mean_diff']:+.3f} [{t['diff_ci_low']:+.3f}, {t['diff_ci_high']:+.3f}] over {int(t['n_cases'])} "
                    f"lesion cases, Wilcoxon p = {t['p_value']:.3g}, Holm p = {t['p_holm']:.3g} (alpha {alpha}): {verdict}.")

@@ -90,3 +90,16 @@ def test_build_report_writes_tables_figures_and_findings(study):
 def test_report_of_nothing(tmp_path):
     report = build_report(tmp_path / "metrics", [], tmp_path / "reports", comparisons=COMPARISONS)
     assert report["findings"] == ["No model has been evaluated yet, so the report makes no comparison."]
+
+
+def test_negative_transfer_is_reported_only_for_transfer_arms(tmp_path):
+    dirs = []
+    worse = [0.1, 0.2, 0.1, 0.3, 0.2, 0.1, 0.2, 0.1, 0.2, 0.3]
+    better = [0.8, 0.7, 0.9, 0.8, 0.7, 0.9, 0.8, 0.7, 0.9, 0.8]
+    for name, info, dices in (("scratch", {"strategy": "scratch"}, better), ("full", {"strategy": "full"}, worse),
+                              ("unet", {"strategy": "scratch", "model": "unet", "augment": True}, worse)):
+        dirs.append(_model(tmp_path, name, {**INFO, "repeat": 0, **info}, _cases(dices)))
+    report = build_report(tmp_path / "metrics", dirs, tmp_path / "reports", comparisons=COMPARISONS)
+    full, unet = [s for s in report["findings"] if " vs " in s]
+    assert full.endswith("significantly worse (negative transfer).")
+    assert unet.endswith("significantly worse.")
