@@ -143,7 +143,7 @@ def build_report(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]]
     cases = long_table(evaluated)
     summary = summary_table(cases, seed=seed) if len(cases) else pd.DataFrame(columns=["arm", "sample_size"])
     tests = paired_tests(cases, comparisons, alpha=alpha, seed=seed) if len(cases) else pd.DataFrame()
-    model = mixed_model(cases[cases["group"] == "MCAo"], value="dice") if len(cases) else None
+    model = _mixed_model(cases, comparisons)
     _write_tables(out_dir, summary, tests, model)
     figures = _figures(evaluated, summary, out_dir) if evaluated else {}
     sentences = findings(summary, tests, alpha=alpha)
@@ -151,6 +151,15 @@ def build_report(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]]
     headline = headline_metrics(summary)
     write_json(out_dir / "headline.json", headline)
     return {"headline": headline, "findings": sentences, "figures": figures}
+
+
+def _mixed_model(cases: pd.DataFrame, comparisons: Sequence[Mapping]):
+    """The secondary analysis, with the first declared control arm (if present) as the reference."""
+    if cases.empty:
+        return None
+    lesion = cases[cases["group"] == "MCAo"]
+    controls = [c["control"] for c in comparisons if c["control"] in set(lesion["arm"])]
+    return mixed_model(lesion, value="dice", reference=controls[0] if controls else None)
 
 
 def _write_tables(out_dir: Path, summary: pd.DataFrame, tests: pd.DataFrame, model) -> None:
