@@ -1,6 +1,6 @@
 """Measure the benchmark figures (benchmarks/figures.py) and write benchmarks/results.md.
 
-python benchmarks/run.py [--quick] [--paper] [--demo] [--out FILE]
+python benchmarks/run.py [--quick] [--paper] [--demo] [--only SECTION ...] [--out FILE]
 """
 from __future__ import annotations
 
@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewest repeats, a tenth of the data (smoke test)")
     parser.add_argument("--paper", action="store_true", help="also training step and inference at paper size")
     parser.add_argument("--demo", action="store_true", help="time `dvc repro` in a fresh clone (the whole demo)")
+    parser.add_argument("--only", nargs="+", default=None, help="measure only these sections (e.g. demo)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     header = machine(args)
@@ -98,6 +99,8 @@ def main() -> None:
     started = time.perf_counter()
     try:
         for name, function, call in plan(args, tmp):
+            if args.only and name not in args.only:
+                continue
             doc = " ".join(function.__doc__.split()).replace("``", "`")
             print(f"== {name}", file=sys.stderr, flush=True)
             if isinstance(call, str):
