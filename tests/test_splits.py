@@ -148,3 +148,15 @@ def test_subsets_reject_unknown_ids_and_bad_sizes(pool):
         lesion_balanced_subsets(cases, [*train, "nope"], [8], seed=0)
     with pytest.raises(ConfigError, match="positive integer"):
         lesion_balanced_subsets(cases, train, [0], seed=0)
+
+
+def test_repeats_draw_different_nested_subsets():
+    from lesionseg.data.splits import lesion_balanced_subsets
+
+    cases = [{"case_id": f"m{i:02d}", "group": "sham" if i % 4 == 0 else "MCAo",
+              "lesion_volume_mm3": 0.0 if i % 4 == 0 else float(5 + 3 * i)} for i in range(40)]
+    ids = [c["case_id"] for c in cases]
+    draws = [lesion_balanced_subsets(cases, ids, [8, 16], seed=11 + repeat, n_size_bins=3) for repeat in (0, 1)]
+    for draw in draws:
+        assert set(draw["8"]) < set(draw["16"]), "nested within a repeat"
+    assert draws[0]["16"] != draws[1]["16"] and draws[0]["8"] != draws[1]["8"], "independent between repeats"

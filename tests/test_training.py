@@ -219,3 +219,13 @@ def test_non_terminal_progress_prints_one_line_per_epoch(tmp_path, capsys):
     lines = captured.out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("epoch 1/3 step 2 ") and "val_dice" in lines[0]
     assert "\r" not in captured.out + captured.err
+
+
+def test_the_same_seed_gives_the_same_weights(tmp_path):
+    config = TrainConfig(epochs=2, iterations_per_epoch=3, lr=1e-2, seed=7)
+    first, _ = _fit(tmp_path / "a", config)
+    second, _ = _fit(tmp_path / "b", config)
+    other, _ = _fit(tmp_path / "c", TrainConfig(epochs=2, iterations_per_epoch=3, lr=1e-2, seed=8))
+    pairs = list(zip(first.state_dict().values(), second.state_dict().values(), other.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b, _ in pairs)
+    assert not all(torch.equal(a, c) for a, _, c in pairs), "another seed trains differently"
