@@ -11,6 +11,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
+from lesionseg.layout import Layout
 from lesionseg.tracking.access import find_refusal, permission_error
 
 EXPERIMENTS = {
@@ -30,14 +31,14 @@ def default_tracking_uri(project_root: str | Path) -> str:
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
-    return f"sqlite:///{Path(project_root).resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Layout.at(project_root).mlflow_db}"
 
 
 def artifact_root(project_root: str | Path) -> str | None:
     """Artifacts beside the SQLite store (``<repo>/mlartifacts``); a server decides for itself."""
     uri = default_tracking_uri(project_root)
     if uri.startswith("sqlite:"):
-        return (Path(project_root).resolve() / "mlartifacts").as_uri()
+        return Layout.at(project_root).mlartifacts.as_uri()
     return None
 
 
