@@ -89,6 +89,29 @@ def test_tracking_server_gone_mid_run_gives_clear_error_and_intact_checkpoint(ti
     assert checkpoint["state"]["epoch"] == 1 and "optimizer" in checkpoint
 
 
+def test_resume_logs_the_epochs_the_lost_store_missed(tiny_project, tiny_params, monkeypatch):
+    """The checkpoint is written before the epoch's metrics are logged: resuming fills the gap once."""
+    root = tiny_project
+    spec = cell_spec(tiny_params, "ratlesnetv2", "scratch", 4, "noaug", root)
+    from lesionseg.tracking import callback
+
+    original = callback.MlflowClient.log_batch
+
+    def server_gone(self, run_id, metrics=(), *args, **kwargs):
+        if metrics:
+            raise ConnectionError("Connection refused: http://127.0.0.1:5000")
+        return original(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(callback.MlflowClient, "log_batch", server_gone)
+    with pytest.raises(TrackingError):
+        train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/out", progress=False)
+    monkeypatch.undo()
+    result = train_tracked(spec, ctx(root), root / "models/out", root / "checkpoints/out", progress=False)
+    history = MlflowClient().get_metric_history(result["run_id"], "val_dice")
+    per_epoch, epochs = tiny_params["train"]["iterations_per_epoch"], tiny_params["train"]["epochs"]
+    assert sorted(m.step for m in history) == [e * per_epoch for e in range(1, epochs + 1)]
+
+
 def test_atomic_writes_leave_nothing_half_written(tmp_path):
     target = tmp_path / "out" / "table.json"
     write_json(target, {"ok": 1})

@@ -27,10 +27,25 @@ class MlflowCallback:
     def on_fit_start(self, state: FitState, resumed: bool) -> None:
         if resumed:
             self.client.set_tag(self.run_id, "resumed_from_epoch", str(state.epoch))
+            self._backfill(state)
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
+        self._log_epoch(epoch, metrics, state.step)
+
+    def _backfill(self, state: FitState) -> None:
+        """Log the epochs the checkpoint holds but the store lacks.
+
+        The checkpoint is written before the epoch's metrics are logged, so a process killed (or a store lost)
+        between the two leaves an epoch on disk with no metrics in MLflow; resuming fills that gap once.
+        """
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "val_dice")}
+        for entry in state.history:
+            if int(entry["step"]) not in logged:
+                self._log_epoch(int(entry["epoch"]), entry, int(entry["step"]))
+
+    def _log_epoch(self, epoch: int, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(metrics[k]), now, state.step) for k in EPOCH_METRICS if k in metrics]
+        batch = [Metric(k, float(metrics[k]), now, step) for k in EPOCH_METRICS if k in metrics]
         try:
             self.client.log_batch(self.run_id, metrics=batch)
         except Exception as err:  # network/DB errors come in many types; the checkpoint is already on disk
