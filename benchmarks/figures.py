@@ -324,9 +324,23 @@ def noop_repro_seconds(repo: Path = ROOT, repeats: int = 3) -> dict[str, float]:
     return {"noop_repro_s": seconds}
 
 
-def demo_seconds() -> dict[str, float]:
+def demo_targets(clone: Path) -> dict[str, float | str]:
+    """The demo's quality figures, read from its own outputs: the pretrained network's best validation Dice, and
+    at the largest sample size the transfer arm (partial, full or tuned) with the best mean test `dice_lesion`."""
+    pretrained = json.loads((clone / "models/pretrained/ratlesnetv2/run.json").read_text())
+    headline = json.loads((clone / "reports/study/headline.json").read_text())
+    largest = max((key for key in headline if key[1:].isdigit()), key=lambda key: int(key[1:]))
+    transfer = {arm: v for arm, v in headline[largest].items()
+                if arm.startswith("ratlesnetv2_") and arm.split("_")[1] in ("partial", "full", "tuned")}
+    arm, best = max(transfer.items(), key=lambda item: item[1]["dice_lesion"])
+    return {"pretrain_best_val_dice": pretrained["best_val_dice"], "best_transfer_arm": f"{arm} at {largest}",
+            "its_dice_lesion_mean": best["dice_lesion"], "its_sham_fp_rate": best["sham_fp_rate"]}
+
+
+def demo_seconds() -> dict[str, float | str]:
     """The demo end to end: a fresh `git clone` of this repository's HEAD, then `dvc repro` in it (this venv,
-    the clone's own SQLite MLflow store); then a no-op `dvc repro` there."""
+    the clone's own SQLite MLflow store), its log size (stdout + stderr, not a terminal) and quality figures;
+    then a no-op `dvc repro` there."""
     tmp = Path(tempfile.mkdtemp(prefix="bench_demo_"))
     clone = tmp / "lesionseg"
     try:
@@ -336,8 +350,9 @@ def demo_seconds() -> dict[str, float]:
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"dvc repro failed after {seconds:.0f} s: {proc.stderr.strip().splitlines()[-1:]}")
-        return {"dvc_repro_s": seconds, "stages_run": proc.stdout.count("Running stage"),
-                **noop_repro_seconds(clone)}
+        log_kb = len((proc.stdout + proc.stderr).encode()) / 1024
+        return {"dvc_repro_s": seconds, "stages_run": proc.stdout.count("Running stage"), "log_kb": log_kb,
+                **demo_targets(clone), **noop_repro_seconds(clone)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -19,6 +19,8 @@ from pathlib import Path
 import figures as f
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
+DEMO_NOT_RUN = ("not run here: the demo takes about 16 minutes, so it is measured on its own with "
+                "`python benchmarks/run.py --demo --only demo --out benchmarks/results_demo.md`; see results_demo.md")
 
 
 def plan(args: argparse.Namespace, tmp: Path):
@@ -35,7 +37,7 @@ def plan(args: argparse.Namespace, tmp: Path):
     for size in sizes:
         yield f"inference, {size} size", f.inference_seconds, lambda size=size: f.inference_seconds(size, n)
     yield "no-op dvc repro (workspace)", f.noop_repro_seconds, lambda: f.noop_repro_seconds(f.ROOT, n)
-    yield "demo", f.demo_seconds, f.demo_seconds if args.demo else "not run (benchmarks/run.py --demo)"
+    yield "demo", f.demo_seconds, f.demo_seconds if args.demo else DEMO_NOT_RUN
 
 
 def machine(args: argparse.Namespace) -> dict[str, str]:

@@ -172,10 +172,9 @@ def _tune(args: argparse.Namespace) -> None:
     outcome = tune_and_retrain(base, tune, cfg.train_for("finetune"), context, workers=args.workers,
                                register_as=TARGET_MODEL)
     print(f"best {outcome['best_params']} val Dice {outcome['best_value']:.3f}; trials {outcome['trials']}")
-    from lesionseg.tuning import _is_rdb_url, _redact
+    from lesionseg.tuning import display_storage
 
-    shown = _redact(tune.storage) if _is_rdb_url(tune.storage) else tune.storage
-    print(f"study {outcome['study']}: browse its trials with `optuna-dashboard {shown}` "
+    print(f"study {outcome['study']}: browse its trials with `optuna-dashboard {display_storage(tune.storage)}` "
           "(pip install 'lesionseg[dashboard]')")
 
 

@@ -92,6 +92,11 @@ def _redact(url: str) -> str:
         return "<storage URL>"
 
 
+def display_storage(storage: str) -> str:
+    """The storage as a user may see it: a journal path as is, an RDB URL with its password hidden."""
+    return _redact(storage) if _is_rdb_url(storage) else storage
+
+
 def make_pruner(cfg: TuneConfig) -> optuna.pruners.BasePruner:
     """The pruner named in params.yaml."""
     if cfg.pruner == "median":

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 
 from lesionseg.errors import TrackingError
 from conftest import cell_spec, ctx, tune_cfg
-from lesionseg.tuning import (PARENT_RUN_ATTR, WORKER_ATTR, fail_dead_local_trials, open_storage, open_study,
-                              study_name, tune)
+from lesionseg.tuning import (PARENT_RUN_ATTR, WORKER_ATTR, display_storage, fail_dead_local_trials, open_storage,
+                              open_study, study_name, tune)
 
 
 def _base(params, root):
@@ -100,6 +100,12 @@ def test_unreachable_storage_url_is_a_clear_error(tmp_path):
         open_storage("postgresql+psycopg2://lesion:secret@127.0.0.1:9/nodb", tmp_path)
     message = str(err.value)
     assert "is unreachable" in message and "secret" not in message and "\n" not in message
+
+
+def test_storage_shown_to_users_hides_only_a_password():
+    assert display_storage("postgresql+psycopg2://lesion:secret@db:5432/optuna") == \
+        "postgresql+psycopg2://lesion:***@db:5432/optuna"
+    assert display_storage("tuning/journal.log") == "tuning/journal.log"
 
 
 WORKER = """
