@@ -60,11 +60,20 @@ def machine(args: argparse.Namespace) -> dict[str, str]:
         "git commit": git("rev-parse", "--short", "HEAD") + (" + uncommitted changes" if git("status", "--porcelain")
                                                              else ""),
         "cpu": f"{cpu}, {os.cpu_count()} logical cores",
+        "cpu vector extensions": simd(cpuinfo),
         "load average at start (1, 5, 15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": platform.python_version(),
         **{name: version(name) for name in ("torch", "monai", "mlflow", "dvc", "numpy")},
         "torch threads per figure": str(f.THREADS),
     }
+
+
+def simd(cpuinfo: list[str]) -> str:
+    """The x86 vector extensions the CPU reports: oneDNN picks its convolution kernels by them, so training figures
+    from hosts that differ here need not be comparable."""
+    flags = set(next((ln.split(":", 1)[1].split() for ln in cpuinfo if ln.startswith("flags")), []))
+    found = [name for name in ("avx512f", "avx512_bf16", "amx_tile", "avx2") if name in flags]
+    return " ".join(found) or "unknown"
 
 
 def fmt(value) -> str:
