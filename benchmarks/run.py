@@ -19,7 +19,7 @@ from pathlib import Path
 import figures as f
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
-DEMO_NOT_RUN = ("not run here: the demo takes about 16 minutes, so it is measured on its own with "
+DEMO_NOT_RUN = ("not run here: the demo takes 16 minutes or more, so it is measured on its own with "
                 "`python benchmarks/run.py --demo --only demo --out benchmarks/results_demo.md`; see results_demo.md")
 
 
