@@ -84,6 +84,12 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     assert {"p_holm", "diff_ci_low", "diff_ci_high"} <= set(tests.columns) and len(tests) == 2
 
 
+def test_repro_log_has_no_progress_bars(repo):
+    """`dvc repro` into a pipe (CI, a log file): lines, not redrawn bars (tqdm's or MLflow's artifact bars)."""
+    _, _, output = repo
+    assert "\r" not in output and "Downloading artifacts" not in output
+
+
 def test_every_training_run_records_the_dvc_lock_hash_of_each_input(repo):
     root, env, _ = repo
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import mlflow
@@ -42,8 +43,16 @@ def artifact_root(project_root: str | Path) -> str | None:
     return None
 
 
+def artifact_bars_on_terminal_only() -> None:
+    """MLflow's artifact progress bars only on a terminal: in a pipe (a `dvc repro` log, CI, a cluster worker)
+    each redraw of a bar is another carriage-return line. ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR``, when set, wins."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def connect(project_root: str | Path) -> str:
     """Point MLflow at the project's store and check it answers; returns the tracking URI."""
+    artifact_bars_on_terminal_only()
     uri = default_tracking_uri(project_root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # the registry follows the store (and replaces one an earlier connect() set)
