@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,29 +12,15 @@ import pytest
 
 from conftest import cell_spec, ctx, tune_cfg
 from lesionseg.tuning import open_study
+from servers import free_port, get_when_up, stop
 
 DASHBOARD = shutil.which("optuna-dashboard", path=f"{Path(sys.executable).parent}") or shutil.which("optuna-dashboard")
 pytestmark = pytest.mark.skipif(DASHBOARD is None,
                                 reason="optuna-dashboard is not installed (pip install 'lesionseg[dashboard]')")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str, server: subprocess.Popen, timeout_s: float = 60) -> Any:
-    """GET ``url`` once the server answers; fail with its output if it exits first."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return json.loads(answer.read())
-        except OSError:
-            assert server.poll() is None, server.stdout.read().decode()[-2000:]
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout_s} s")
+def _get_json(url: str, server: subprocess.Popen) -> Any:
+    return json.loads(get_when_up(url, server, timeout_s=60))
 
 
 def test_dashboard_lists_the_tuning_study_of_the_journal(tiny_project, tiny_params):
@@ -46,7 +29,7 @@ def test_dashboard_lists_the_tuning_study_of_the_journal(tiny_project, tiny_para
                        ctx(tiny_project))
     study.optimize(lambda trial: trial.suggest_float("lr", cfg.lr_min, cfg.lr_max, log=True), n_trials=2)
     journal = tiny_project / cfg.storage
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([DASHBOARD, str(journal), "--host", "127.0.0.1", "--port", str(port),
                                "--server", "wsgiref", "--quiet"],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -56,7 +39,6 @@ def test_dashboard_lists_the_tuning_study_of_the_journal(tiny_project, tiny_para
         assert study.study_name.startswith("finetune-ratlesnetv2-n4-r0-")
         detail = _get_json(f"http://127.0.0.1:{port}/api/studies/{listed[0]['study_id']}", server)
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop(server, timeout_s=20)
     assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete"]
     assert detail["directions"] == ["maximize"] and journal.is_file()

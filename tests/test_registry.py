@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from lesionseg.config import PromoteConfig
 from lesionseg.tracking.promotion import decide, promote
 from lesionseg.tracking.registry import CHALLENGER, CHAMPION, TARGET_MODEL, set_alias
 from lesionseg.tracking.reproduce import reproduce_plan
+from servers import free_port, get_when_up, stop
 
 
 def _named(dices, shams=()):
@@ -166,30 +165,17 @@ def test_pyfunc_predict_takes_any_size_and_batches(two_versions):
     assert batch.shape == (2, 12, 9, 14)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_models_serve_round_trip(two_versions):
     _, (v1, _) = two_versions
     set_alias(TARGET_MODEL, CHAMPION, v1["version"])
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", f"models:/{TARGET_MODEL}@champion",
          "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read().decode()[-2000:]
-                time.sleep(0.5)
+        get_when_up(f"http://127.0.0.1:{port}/ping", server, timeout_s=90)
         volume = np.random.default_rng(1).random((16, 8, 12)).round(3).tolist()
         body = json.dumps({"inputs": {"volume": volume, "spacing": [0.8, 1.0, 0.8]}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
@@ -198,8 +184,7 @@ def test_mlflow_models_serve_round_trip(two_versions):
         mask = np.asarray(answer["predictions"])
         assert mask.shape == (16, 8, 12) and set(np.unique(mask)) <= {0, 1}
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        stop(server, timeout_s=20)
 
 
 def test_reproduce_plan_names_commit_stage_and_data(two_versions):

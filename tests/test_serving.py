@@ -5,10 +5,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import TINY_PARAMS, cell_spec, ctx
+from servers import free_port, get_when_up, stop
 
 MODEL = "lesionseg-mouse"
 ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[\w.-]+/)+[\w.-]+")
@@ -41,25 +40,6 @@ BAD_REQUESTS = {  # case -> (inputs, the message; None: any one line from the li
                        "request: unknown fields ['spacings']; expected "
                        '{"inputs": {"volume": [...], "spacing": [sx, sy, sz]}}'),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, server: subprocess.Popen, timeout_s: float = 120) -> None:
-    """Poll ``url`` until it answers; fail with the server's stderr if it exits first."""
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout_s} s")
 
 
 def _post(url: str, inputs: dict[str, Any]) -> tuple[int, str]:
@@ -88,7 +68,7 @@ def served_model(tiny_data, tmp_path_factory) -> Iterator[str]:
         result = train_tracked(cell_spec(TINY_PARAMS, "unet", "scratch", 4, "noaug", root), ctx(root),
                                root / "models" / "finetune" / "a", root / "checkpoints" / "a", register_as=MODEL,
                                progress=False)
-        port = _free_port()
+        port = free_port()
         bin_dir = Path(sys.executable).parent
         server = subprocess.Popen(
             [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/{result['version']}",
@@ -96,11 +76,10 @@ def served_model(tiny_data, tmp_path_factory) -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     try:
-        _wait_for(f"http://127.0.0.1:{port}/ping", server)
+        get_when_up(f"http://127.0.0.1:{port}/ping", server)
         yield f"http://127.0.0.1:{port}/invocations"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        stop(server)
 
 
 @pytest.mark.slow

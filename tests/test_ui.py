@@ -6,11 +6,8 @@ import html
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -19,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from lesionseg.tracking import store
 from lesionseg.tracking.registry import CHAMPION, TARGET_MODEL, set_alias
+from servers import free_port, get_when_up, stop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None,
@@ -31,30 +29,21 @@ RUN_NAME = "unet/scratch-d0/n4/noaug"
 GENAI_VIEW_MARKERS = ("Observability", "Agent versions", "Training runs")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_ui(tracking_uri: str) -> tuple[subprocess.Popen, str]:
     """`mlflow ui` on 127.0.0.1, as `lesionseg ui` starts it; returns the process and base URL."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", tracking_uri,
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError("mlflow ui did not start")
+    try:
+        get_when_up(f"{url}/health", proc, timeout_s=90)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, url
 
 
 def render(url: str, out_png: Path) -> str:
