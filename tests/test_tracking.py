@@ -109,3 +109,36 @@ def test_import_weights_registers_the_published_checkpoint(tiny_project, capsys)
     bad = tiny_project / "not-weights.pt"
     bad.write_bytes(b"junk")
     assert main(["import-weights", str(bad), "--project", str(tiny_project)]) == 1
+
+
+def test_dataset_input_survives_a_concurrent_insert_of_the_same_dataset(tmp_path, monkeypatch):
+    """Two runs logging one training set at once: the loser's unique-key violation (seen on PostgreSQL with two
+    tuning workers) is retried, and the run still gets its dataset input; other errors are not retried."""
+    import pandas as pd
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dataset = mlflow.data.from_pandas(pd.DataFrame({"case_id": ["a", "b"]}), source=str(tmp_path), name="mouse-train-n2")
+    real_log_input, calls = mlflow.log_input, []
+
+    def lose_the_race_once(ds, context):
+        calls.append(context)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                'BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"')
+        real_log_input(ds, context=context)
+
+    monkeypatch.setattr(mlflow, "log_input", lose_the_race_once)
+    with mlflow.start_run() as run:
+        store.log_dataset_input(dataset, context="training")
+    assert len(calls) == 2
+    inputs = MlflowClient().get_run(run.info.run_id).inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == ["mouse-train-n2"]
+
+    def refused(ds, context):
+        calls.append(context)
+        raise mlflow.exceptions.MlflowException("PERMISSION_DENIED: no")
+
+    monkeypatch.setattr(mlflow, "log_input", refused)
+    calls.clear()
+    with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="PERMISSION_DENIED"):
+        store.log_dataset_input(dataset, context="training")
+    assert len(calls) == 1

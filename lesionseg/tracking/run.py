@@ -126,7 +126,7 @@ def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str],
     manifest = pd.DataFrame([c for c in load_manifest(spec.prepared_dir)["cases"] if c["case_id"] in train_ids])
     dataset = mlflow.data.from_pandas(manifest, source=str(spec.prepared_dir),
                                       name=f"{spec.domain}-train-n{len(spec.train_ids)}")
-    mlflow.log_input(dataset, context="training")
+    store.log_dataset_input(dataset, context="training")
     mlflow.log_dict(case_digests(spec), CASES_ARTIFACT)
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+from mlflow.data.dataset import Dataset
 from mlflow.entities import Experiment
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
@@ -102,6 +103,28 @@ def _create_experiment(client: MlflowClient, name: str, project_root: str | Path
             raise
         return client.get_experiment_by_name(name)
     return client.get_experiment(experiment_id)
+
+
+def log_dataset_input(dataset: Dataset, context: str, attempts: int = 3) -> None:
+    """``mlflow.log_input``, retried when another run created the same dataset (name, digest) in this
+    experiment at the same moment. MLflow's SQL store looks the dataset up and then inserts it in one
+    transaction, so two concurrent runs on one training set (tuning workers, parallel stages on a shared
+    server) can both miss it and one insert fails with a unique-key violation; the retry finds the row the
+    other run wrote and only links it."""
+    for attempt in range(attempts):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except MlflowException as err:
+            if attempt == attempts - 1 or not _is_duplicate_key(err):
+                raise
+
+
+def _is_duplicate_key(err: MlflowException) -> bool:
+    """A unique-constraint failure as PostgreSQL, MySQL or SQLite report it through MLflow."""
+    text = str(err).lower()
+    return any(mark in text for mark in ("uniqueviolation", "unique constraint", "duplicate entry",
+                                          "duplicate key"))
 
 
 def experiment_url(ui_url: str, experiment_id: str) -> str:
