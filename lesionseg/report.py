@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 from lesionseg.data.io import atomic_path, read_json, write_json, write_text  # noqa: E402
 from lesionseg.evaluation.statistics import (bootstrap_mean_ci, compare_declared, mixed_model,  # noqa: E402
                                              per_case_over_repeats)
-from lesionseg.evaluation.summary import summarize  # noqa: E402
+from lesionseg.evaluation.summary import summarize_over_repeats  # noqa: E402
 
 CELL = ["arm", "sample_size"]
 
@@ -69,11 +69,12 @@ def long_table(evaluated: Sequence[Evaluated]) -> pd.DataFrame:
 
 
 def summary_table(cases: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """One row per arm x sample size, over repeats: named metrics pooled over (case, repeat), the Dice of
-    each case averaged over repeats with a BCa CI over cases, and the between-repeat SD."""
+    """One row per arm x sample size, over repeats: named metrics averaged over repeats (CIs and volume
+    agreement count each scan once), the Dice of each case averaged over repeats with a BCa CI over cases,
+    and the between-repeat SD."""
     rows = []
     for (arm, n), cell in cases.groupby(CELL, sort=True):
-        named = summarize(cell)
+        named = summarize_over_repeats(cell)
         lesion = cell[cell["group"] == "MCAo"]
         per_case = lesion.groupby("case_id")["dice"].mean()
         low, high = bootstrap_mean_ci(per_case.to_numpy(), seed=seed)
@@ -93,9 +94,17 @@ def summary_table(cases: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def declared(comparisons: Sequence[Mapping], sizes: Sequence[int]) -> list[tuple[str, str, int]]:
-    """Each declared ``{treatment, control}`` at every sample size of the study."""
-    return [(c["treatment"], c["control"], int(n)) for c in comparisons for n in sorted(set(sizes))]
+def declared(comparisons: Sequence[Mapping], sizes: Sequence[int],
+             augments: Sequence[str] = ("noaug",)) -> list[tuple[str, str, int]]:
+    """Each declared ``{treatment, control}`` at every sample size of the study. An arm written
+    ``MODEL/STRATEGY`` (no augmentation part) is compared within each augmentation setting of the study."""
+    out = []
+    for c in comparisons:
+        treatment, control = c["treatment"], c["control"]
+        pairs = ([(f"{treatment}/{a}", f"{control}/{a}") for a in augments]
+                 if treatment.count("/") == 1 and control.count("/") == 1 else [(treatment, control)])
+        out += [(t, k, int(n)) for t, k in pairs for n in sorted(set(sizes))]
+    return out
 
 
 def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Mapping], *, alpha: float, seed: int) -> pd.DataFrame:
@@ -103,17 +112,22 @@ def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Mapping], *, alpha: 
     across all of them, and the paired mean difference with a BCa CI over cases."""
     lesion = cases[cases["group"] == "MCAo"]
     per_case = per_case_over_repeats(lesion, value="dice", by=CELL)
-    return compare_declared(per_case, declared(comparisons, cases["sample_size"].unique()), value="dice",
-                            alpha=alpha, seed=seed)
+    augments = sorted(set(cases["arm"].str.rsplit("/", n=1).str[1]), reverse=True)  # noaug first
+    return compare_declared(per_case, declared(comparisons, cases["sample_size"].unique(), augments),
+                            value="dice", alpha=alpha, seed=seed)
 
 
 def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float) -> list[str]:
     """Generated sentences: every declared comparison, significant only after Holm's correction."""
     if summary.empty:
         return ["No model has been evaluated yet, so the report makes no comparison."]
-    budget, repeats = int(summary["budget_steps"].max()), int(summary["n_repeats"].max())
-    out = [f"Every arm trained for at most {budget} optimizer steps; each cell was repeated {repeats} times "
-           f"(seed and subset draw); test Dice is over lesion scans, averaged per case over repeats."]
+    budget = int(summary["budget_steps"].max())
+    repeats = summary.groupby("arm")["n_repeats"].max()
+    counted = (f"each cell was repeated {int(repeats.iloc[0])} times" if repeats.nunique() == 1 else
+               "repeats differ by arm (" + ", ".join(f"{arm} R = {int(r)}" for arm, r in repeats.items()) + ")")
+    out = [f"Every arm trained for at most {budget} optimizer steps; {counted}, each repeat with its own seed and subset "
+           f"draw; "
+           f"test Dice is over lesion scans, averaged per case over repeats."]
     for _, t in tests.iterrows():
         if t["direction"] == "skipped":
             out.append(f"{t['comparison']}: {t['note']}.")

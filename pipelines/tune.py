@@ -3,7 +3,6 @@ import argparse
 import dataclasses
 
 from _stage import LAYOUT, config, context, run
-
 from lesionseg.tracking.registry import TARGET_MODEL
 from lesionseg.training.spec import tune_base_spec
 from lesionseg.tuning import tune_and_retrain

@@ -204,3 +204,9 @@ def test_each_stage_reads_only_the_params_dvc_yaml_lists(tiny_project, monkeypat
         full = _call_entry(tiny_project, command, TINY_PARAMS, monkeypatch)
         trimmed = _call_entry(tiny_project, command, _keep(TINY_PARAMS, keys), monkeypatch)
         assert trimmed == full, f"{stage} reads params that dvc.yaml does not list (it lists {keys})"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.py")), ids=lambda p: p.name)
+def test_stage_entry_points_stay_thin(path):
+    """A stage builds config and layout and calls one library function: 30 lines at most."""
+    assert len(path.read_text().splitlines()) <= 30, f"{path.name} has grown past 30 lines: move logic to lesionseg/"

@@ -5,8 +5,8 @@ import pytest
 from statsmodels.stats.multitest import multipletests
 
 from lesionseg.data.io import write_json
-from lesionseg.evaluation.summary import case_metrics
-from lesionseg.report import build_report, collect, long_table, paired_tests, summary_table
+from lesionseg.evaluation.summary import case_metrics, clopper_pearson
+from lesionseg.report import build_report, collect, declared, findings, long_table, paired_tests, summary_table
 
 DIAGONAL = 20.0
 
@@ -58,6 +58,10 @@ def test_summary_aggregates_repeats_with_named_metrics(study):
     assert scratch["dice_lesion_mean"] == pytest.approx(expected)
     assert scratch["dice_lesion_ci_low"] < expected < scratch["dice_lesion_ci_high"]
     assert scratch["sham_fp_rate"] == pytest.approx(0.5)  # 2 false alarms over 4 sham scans
+    # s0 was flagged in both repeats: 2 sham scans, one flagged, not 4 independent trials with 2 flagged
+    assert scratch["n_sham_scans"] == 2 and scratch["n_lesion_cases"] == 8
+    assert (scratch["sham_fp_ci_low"], scratch["sham_fp_ci_high"]) == pytest.approx(clopper_pearson(1, 2))
+    assert scratch["sham_fp_ci_high"] - scratch["sham_fp_ci_low"] > np.subtract(*clopper_pearson(2, 4)[::-1])
     assert scratch["detection_rate"] == pytest.approx(14 / 16)
     # HD95 over lesion scans and false alarms: 14 detections at 2 mm, 2 misses and 2 false alarms at the diagonal
     assert scratch["hd95_mm_mean"] == pytest.approx((14 * 2.0 + 4 * DIAGONAL) / 18)
@@ -103,3 +107,23 @@ def test_negative_transfer_is_reported_only_for_transfer_arms(tmp_path):
     full, unet = [s for s in report["findings"] if " vs " in s]
     assert full.endswith("significantly worse (negative transfer).")
     assert unet.endswith("significantly worse.")
+
+
+def test_an_arm_without_augmentation_part_is_compared_within_each_setting():
+    comparisons = [{"treatment": "ratlesnetv2/full", "control": "ratlesnetv2/scratch"},
+                   {"treatment": "unet/scratch/aug", "control": "ratlesnetv2/scratch/noaug"}]
+    assert declared(comparisons, [16, 8], ["noaug", "aug"]) == [
+        ("ratlesnetv2/full/noaug", "ratlesnetv2/scratch/noaug", 8), ("ratlesnetv2/full/noaug", "ratlesnetv2/scratch/noaug", 16),
+        ("ratlesnetv2/full/aug", "ratlesnetv2/scratch/aug", 8), ("ratlesnetv2/full/aug", "ratlesnetv2/scratch/aug", 16),
+        ("unet/scratch/aug", "ratlesnetv2/scratch/noaug", 8), ("unet/scratch/aug", "ratlesnetv2/scratch/noaug", 16)]
+
+
+def test_findings_state_each_arms_repeats_when_they_differ(study):
+    root, dirs = study
+    cases = long_table(collect(root / "metrics", dirs))
+    one_repeat_more = cases[~((cases["arm"] == "ratlesnetv2/full/noaug") & (cases["repeat"] == 1))]
+    text = findings(summary_table(one_repeat_more), paired_tests(one_repeat_more, COMPARISONS, alpha=0.05, seed=0),
+                    alpha=0.05)[0]
+    assert "ratlesnetv2/full/noaug R = 1" in text and "ratlesnetv2/scratch/noaug R = 2" in text
+    assert "each cell was repeated 2 times" in findings(summary_table(cases), paired_tests(
+        cases, COMPARISONS, alpha=0.05, seed=0), alpha=0.05)[0]

@@ -24,6 +24,12 @@ Definitions (one per reported quantity):
 - ``n_lesion``, ``n_sham``: numbers of lesion scans and shams.
 
 A quantity with nothing to compute it from (e.g. no shams) is NaN.
+
+Over repeats (:func:`summarize_over_repeats`, one table holding several trainings of one arm on the
+same test scans): each rate and mean is the mean of the per-repeat values; the sham CI counts each
+sham scan once, scored by the share of repeats that flagged it (repeats of one scan are not
+independent trials); the volume agreement compares each scan's predicted volume, averaged over
+repeats, with its manual volume.
 """
 from __future__ import annotations
 
@@ -97,12 +103,18 @@ def case_metrics(table: pd.DataFrame, diagonal_mm: float | None = None) -> pd.Da
     return out
 
 
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Exact binomial CI of ``k / n``; NaN bounds when ``n == 0``."""
+def clopper_pearson(k: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) binomial CI of ``k / n``; NaN bounds when ``n == 0``.
+
+    Written with the beta quantiles rather than ``scipy.stats.binomtest`` because ``k`` may be an effective,
+    non-integer count (a sham flagged in half its repeats counts 0.5); for integer ``k`` the two agree.
+    """
     if n == 0:
         return math.nan, math.nan
-    ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="exact")
-    return float(ci.low), float(ci.high)
+    tail = (1 - level) / 2
+    low = 0.0 if k <= 0 else float(stats.beta.ppf(tail, k, n - k + 1))
+    high = 1.0 if k >= n else float(stats.beta.ppf(1 - tail, k + 1, n - k))
+    return low, high
 
 
 def bland_altman(pred: np.ndarray, true: np.ndarray, z: float = LOA_Z) -> tuple[float, float, float]:
@@ -185,4 +197,26 @@ def summarize(table: pd.DataFrame, diagonal_mm: float | None = None) -> dict[str
         "n_lesion": int(len(les)),
         "n_sham": int(len(sham)),
     }
+    return {key: out[key] for key in SUMMARY_KEYS}
+
+
+def summarize_over_repeats(table: pd.DataFrame, repeat: str = "repeat", case: str = "case_id") -> dict[str, float]:
+    """:func:`summarize` of an arm trained several times (``repeat``) on the same test scans (``case``).
+
+    Rates and means are averaged over repeats; the sham CI and the volume agreement count each scan once
+    (module docstring), so repeats do not narrow them as if they were new animals.
+    """
+    cases = table if "hd95_mm_penalised" in table else case_metrics(table)
+    out = pd.DataFrame([summarize(g) for _, g in cases.groupby(repeat, sort=True)]).mean().to_dict()
+    lesion = _has_lesion(cases)
+    sham = cases[~lesion].groupby(case)["false_alarm"].mean()
+    out["sham_fp_ci_low"], out["sham_fp_ci_high"] = clopper_pearson(float(sham.sum()), int(sham.size))
+    volumes = pd.DataFrame({"pred": cases["pred_volume_mm3"].astype(float), "true": _true_volume(cases),
+                            case: cases[case]}).groupby(case).mean()
+    pred, true = volumes["pred"].to_numpy(), volumes["true"].to_numpy()
+    out["volume_bias_mm3"], out["volume_loa_low_mm3"], out["volume_loa_high_mm3"] = bland_altman(pred, true)
+    out["volume_icc"] = icc(np.column_stack([pred, true]), "2,1")
+    out["volume_pearson_r"] = pearson_r(pred, true)
+    out["n_lesion"] = int(cases.loc[lesion, case].nunique())
+    out["n_sham"] = int(sham.size)
     return {key: out[key] for key in SUMMARY_KEYS}
