@@ -51,8 +51,12 @@ class Layout:
         return self.root / "data" / "splits" / f"{dataset}.json"
 
     @property
-    def subsets_file(self) -> Path:
-        return self.root / "data" / "splits" / "subsets.json"
+    def subsets_dir(self) -> Path:
+        """One file per repeat and sample size, so that a new size or repeat leaves existing cells up to date."""
+        return self.root / "data" / "splits" / "subsets"
+
+    def subsets_file(self, repeat: int, sample_size: int) -> Path:
+        return self.subsets_dir / f"r{int(repeat)}-n{int(sample_size)}.json"
 
     # models and their checkpoints
     def pretrained_dir(self, model: str) -> Path:

@@ -11,10 +11,12 @@ def main() -> None:
     name = cfg.data.role("target").name
     cases = load_manifest(LAYOUT.processed(name))["cases"]
     train_ids = read_json(LAYOUT.split_file(name))["train"]
-    subsets = {str(r): lesion_balanced_subsets(cases, train_ids, cfg.subsets.sizes, seed=cfg.subsets.seed + r,
-                                               n_size_bins=cfg.subsets.n_size_bins) for r in cfg.study.repeats}
-    write_json(LAYOUT.subsets_file, subsets)
-    print(f"subsets: repeats {list(subsets)}, sizes {cfg.subsets.sizes}")
+    for r in cfg.study.repeats:
+        subsets = lesion_balanced_subsets(cases, train_ids, cfg.subsets.sizes, seed=cfg.subsets.seed + r,
+                                          n_size_bins=cfg.subsets.n_size_bins)
+        for size, ids in subsets.items():
+            write_json(LAYOUT.subsets_file(r, int(size)), ids)
+    print(f"subsets: repeats {cfg.study.repeats}, sizes {cfg.subsets.sizes} in {LAYOUT.relative(LAYOUT.subsets_dir)}")
 
 
 if __name__ == "__main__":

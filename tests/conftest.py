@@ -76,11 +76,11 @@ def build_tiny_data(root: Path, params: dict) -> None:
                        case_prefix="mouseacc")
     cases = load_manifest(root / "data" / "processed" / "mouse")["cases"]
     train_ids = yaml.safe_load((root / "data" / "splits" / "mouse.json").read_text())["train"]
-    subsets = {str(r): lesion_balanced_subsets(cases, train_ids, params["subsets"]["sizes"],
-                                               seed=params["subsets"]["seed"] + r,
-                                               n_size_bins=params["subsets"]["n_size_bins"])
-               for r in params["study"]["repeats"]}
-    write_json(root / "data" / "splits" / "subsets.json", subsets)
+    for r in params["study"]["repeats"]:
+        subsets = lesion_balanced_subsets(cases, train_ids, params["subsets"]["sizes"],
+                                          seed=params["subsets"]["seed"] + r, n_size_bins=params["subsets"]["n_size_bins"])
+        for size, ids in subsets.items():
+            write_json(root / "data" / "splits" / "subsets" / f"r{r}-n{size}.json", ids)
     # Source weights for the tuning tests: an initialised (untrained) network in the pretrain stage's format;
     # test_tracking.py covers real pretraining.
     from lesionseg.networks import build_network

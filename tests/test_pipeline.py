@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,16 +28,14 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> 
     return out.stdout + out.stderr
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git+DVC copy of the project with tiny params, after one full `dvc repro`."""
-    root = tmp_path_factory.mktemp("repo")
+def _tiny_repo(root: Path, params: dict = TINY_PARAMS) -> dict[str, str]:
+    """A git+DVC copy of the project with ``params`` at ``root`` (nothing run yet); returns its environment."""
     for name in ("dvc.yaml", "MLproject", "conda.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, root / name)
     for name in ("pipelines", "lesionseg", ".dvc"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "cache", "tmp",
                                                                                  "config.local"))
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, **GIT_ENV, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "false"}
     for leaked in ("DVC_EXP_NAME", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
@@ -44,6 +43,14 @@ def repo(tmp_path_factory):
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "tiny"], root, env)
+    return env
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git+DVC copy of the project with tiny params, after one full `dvc repro`."""
+    root = tmp_path_factory.mktemp("repo")
+    env = _tiny_repo(root)
     first = _run(["dvc", "repro"], root, env, timeout=900)
     return root, env, first
 
@@ -100,7 +107,7 @@ def test_every_training_run_records_the_dvc_lock_hash_of_each_input(repo):
     partial = [r for r in runs if r.data.tags["strategy"] == "partial"]
     assert partial, "a partial fine-tuning run"
     for run in partial:
-        inputs = ["data/processed/mouse", "data/splits/mouse.json", "data/splits/subsets.json",
+        inputs = ["data/processed/mouse", "data/splits/mouse.json", "data/splits/subsets",
                   "models/pretrained/ratlesnetv2"]
         tags = {p: run.data.tags.get(f"data_hash.{p}") for p in inputs}
         assert tags == {p: recorded[p] for p in inputs}, run.info.run_name
@@ -111,6 +118,125 @@ def test_second_repro_does_nothing(repo):
     output = _run(["dvc", "repro"], root, env)
     assert "Running stage" not in output
     assert "up to date" in output
+
+
+def _tracked(uri: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Run names per experiment and (registered model, version description) pairs in the store at ``uri``."""
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = {e.name: sorted(r.info.run_name for r in client.search_runs([e.experiment_id], max_results=1000))
+            for e in client.search_experiments() if e.name != "Default"}
+    versions = sorted((v.name, v.description) for m in client.search_registered_models()
+                      for v in client.search_model_versions(f"name = '{m.name}'"))
+    return runs, versions
+
+
+def test_study_run_on_the_tiny_pipeline_matches_serial_repro(repo, tmp_path):
+    """`lesionseg study run --workers 2` on a fresh repo: every stage runs, DVC is clean, a second run and a
+    plain `dvc repro` do nothing, dvc.lock has every stage, MLflow holds the runs and versions the serial
+    `dvc repro` made, and two training stages ran at the same time."""
+    serial_root, serial_env, _ = repo
+    root = tmp_path / "parallel"
+    root.mkdir()
+    env = _tiny_repo(root)
+    output = _run(["lesionseg", "study", "run", "--workers", "2", "--project", str(root)], root, env, timeout=900)
+    stages = _run(["dvc", "stage", "list", "--name-only"], root, env).split()
+    assert not re.search(r"^(failed|not run)", output, re.M), output
+    assert set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) == set(stages)
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], root, env)
+    assert "Running stage" not in _run(["dvc", "repro"], root, env)
+    assert "every stage is up to date" in _run(["lesionseg", "study", "run", "--workers", "2", "--project", str(root)],
+                                               root, env)
+    assert _tracked(env["MLFLOW_TRACKING_URI"]) == _tracked(serial_env["MLFLOW_TRACKING_URI"])
+    spans = [_log_span(log) for log in (root / "logs" / "study").glob("*.log")
+             if log.name.startswith(("finetune@", "baseline@"))]  # from each stage log's start line to its last write
+    # by more than the start line's 1 s resolution
+    assert any(min(a[1], b[1]) - max(a[0], b[0]) > 1 for i, a in enumerate(spans) for b in spans[i + 1:]), spans
+
+
+def _log_span(log: Path) -> tuple[float, float]:
+    from datetime import datetime
+
+    started = re.search(r"^# lesionseg study: attempt .* at (\S+): ", log.read_text(), re.M).group(1)
+    return datetime.fromisoformat(started).timestamp(), log.stat().st_mtime
+
+
+def test_worker_killed_mid_training_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    """Kill the Dask worker while pretraining runs: the retry continues the same MLflow run from the checkpoint,
+    each epoch is logged once, and the pipeline ends clean."""
+    import signal
+    import threading
+    import time
+
+    from lesionseg.cluster import run_study
+
+    params = yaml.safe_load(yaml.safe_dump(TINY_PARAMS))
+    params["pretrain"]["train"] = {"epochs": 30, "patience_steps": 1000}
+    root = tmp_path / "repo"
+    root.mkdir()
+    env = _tiny_repo(root, params)
+    _run(["dvc", "repro", "subsets"], root, env)  # the data stages, serially
+    checkpoint = root / "checkpoints" / "pretrained" / "ratlesnetv2" / "last.pt"
+    log = root / "logs" / "study" / "pretrain@ratlesnetv2.log"
+    killed: list[int] = []
+
+    def kill_the_worker_after_the_first_checkpoint() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            match = re.search(r"worker pid (\d+)", log.read_text()) if log.exists() else None
+            if match and checkpoint.exists():
+                killed.append(int(match.group(1)))
+                os.kill(killed[0], signal.SIGKILL)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_worker_after_the_first_checkpoint)
+    killer.start()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        result = run_study(root, workers=1, dashboard_address=None, echo=lambda line: None)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+        killer.join()
+    assert killed, "pretraining never wrote a checkpoint"
+    stage = result.stages["pretrain@ratlesnetv2"]
+    assert result.ok and stage.state == "ran" and stage.attempts == 2, result.stages
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("lesionseg-pretrain").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_dice")]
+    assert steps == sorted(set(steps)) and len(steps) == 30, steps  # every epoch once: resumed, not restarted
+    assert "Data and pipelines are up to date" in _run(["dvc", "status"], root, env)
+
+
+def _stale(root: Path, env: dict[str, str]) -> set[str]:
+    out = subprocess.run(["dvc", "status", "--json"], cwd=root, env=env, capture_output=True, text=True, check=True)
+    return set(json.loads(out.stdout or "{}"))
+
+
+def test_a_new_sample_size_or_arm_lr_reruns_no_existing_cell(repo):
+    """Adding a sample size re-runs the cheap subsets stage and adds new cells; existing cells stay up to date
+    (their own subset file is unchanged). One arm's learning rate re-runs that arm only."""
+    root, env, _ = repo
+    original = (root / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    params["subsets"]["sizes"] = [4, 6, 7]
+    params["finetune"]["sample_sizes"] = [4, 6]
+    params["finetune"]["lr"]["scratch"] = 0.03
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        before = _stale(root, env)
+        _run(["dvc", "repro", "subsets"], root, env)
+        after = _stale(root, env)
+    finally:
+        (root / "params.yaml").write_text(original)
+    assert "subsets" in before
+    existing = {s for s in after if s.startswith(("finetune@", "baseline@", "tune@")) and "-4-" in s}
+    assert existing == {"finetune@ratlesnetv2-scratch-4-noaug-0", "finetune@ratlesnetv2-scratch-4-noaug-1",
+                        "baseline@unet-4-aug-0", "baseline@unet-4-aug-1"}, after
+    assert {"finetune@ratlesnetv2-partial-6-noaug-0", "finetune@ratlesnetv2-scratch-6-noaug-1"} <= after
+    _run(["dvc", "repro", "subsets"], root, env)  # back to the original subsets: no cell is stale
+    assert not {s for s in _stale(root, env) if "@" in s}
 
 
 def test_changing_one_param_reruns_only_its_dependents(repo):

@@ -86,7 +86,7 @@ def test_promote_refuses_a_models_own_training_data_even_renamed(two_versions, t
     assert "\n" not in str(err.value) and "mouse-acceptance" in str(err.value)
     renamed = tmp_path / "renamed"
     shutil.copytree(root / "data/raw/mouse-acceptance", renamed)
-    train_id = read_json(root / "data/splits/subsets.json")["0"]["4"][0]
+    train_id = read_json(root / "data/splits/subsets/r0-n4.json")[0]
     shutil.copy(root / f"data/raw/mouse/imagesTr/{train_id}_0000.nii.gz", renamed / "imagesTr/mouseacc_000_0000.nii.gz")
     shutil.copy(root / f"data/raw/mouse/labelsTr/{train_id}.nii.gz", renamed / "labelsTr/mouseacc_000.nii.gz")
     (renamed / "cases.csv").unlink()  # its group/volume would describe the replaced scan

@@ -21,6 +21,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 ROLE_PERMISSION = {"reader": "READ", "trainer": "EDIT", "maintainer": "MANAGE"}
 PERMISSION_ROLE = {permission: role for role, permission in ROLE_PERMISSION.items()}
@@ -189,8 +190,6 @@ def _as_refusal(err: BaseException) -> Refusal | None:
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
     if status in (401, 403):
-        from urllib.parse import urlsplit
-
         method = getattr(getattr(response, "request", None), "method", "") or ""
         return Refusal(status, urlsplit(getattr(response, "url", "") or "").path, method, "")
     return None
@@ -245,7 +244,11 @@ def _username() -> str:
 
 
 def _redact(url: str) -> str:
-    return re.sub(r"(://)[^/@]*@", r"\1", url)
+    """The tracking URL without its user:password part (``urllib.parse``), for messages."""
+    parts = urlsplit(url)
+    if not parts.netloc or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def missing_permission(what: str, resource_type: str, resource_id: str, needs: str,

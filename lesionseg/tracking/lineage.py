@@ -46,7 +46,7 @@ def lock_hashes(lock: Mapping[str, tuple[str, str]], paths: Sequence[str]) -> di
 
 def data_paths(layout: Layout, domain: str, pretrained: str | Path | None, *, subsets: bool = True) -> list[str]:
     """The DVC-tracked inputs of a training run, relative to the project root."""
-    paths = [layout.processed(domain), layout.split_file(domain)] + ([layout.subsets_file] if subsets else [])
+    paths = [layout.processed(domain), layout.split_file(domain)] + ([layout.subsets_dir] if subsets else [])
     if pretrained:
         paths.append(Path(pretrained).parent)
     return [layout.relative(p) for p in paths]

@@ -9,6 +9,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import ConfigError
+from lesionseg.layout import Layout
 from lesionseg.tracking.lineage import lock_hashes, read_lock
 
 
@@ -49,7 +50,7 @@ def reproduce_plan(model_uri: str, project_root: Path) -> Plan:
         raise ConfigError(f"{model_uri}: no such registered model version") from None
     tags = client.get_run(mv.run_id).data.tags
     commit, out, exp_name = tags.get("git_commit", "unknown"), tags.get("dvc_out", ""), tags.get("dvc_exp_name", "")
-    lock = read_lock(project_root / "dvc.lock")
+    lock = read_lock(Layout.at(project_root).dvc_lock)
     stage = lock[out][0] if out in lock else None
     workdir = f"../lesionseg-{name}-v{version}"
     commands = [f"git worktree add {workdir} {commit}", f"cd {workdir}"]

@@ -88,10 +88,10 @@ def finetune_spec(model: str, strategy: str, sample_size: int, augment: str, *, 
     if augment not in AUGMENT_FLAGS:
         raise ConfigError(f"augment={augment!r} must be one of {sorted(AUGMENT_FLAGS)}")
     split = read_json(layout.split_file(target.name))
-    subsets = read_json(layout.subsets_file).get(str(repeat), {})
-    if str(sample_size) not in subsets:
+    subset_file = layout.subsets_file(repeat, sample_size)
+    if not subset_file.exists():
         raise ConfigError(
-            f"sample_size={sample_size}, repeat={repeat} is not in {layout.relative(layout.subsets_file)}; "
+            f"sample_size={sample_size}, repeat={repeat}: {layout.relative(subset_file)} does not exist; "
             "add them to subsets.sizes / study.repeats in params.yaml and run dvc repro"
         )
     if strategy == "partial" and freeze_depth is None:
@@ -102,7 +102,7 @@ def finetune_spec(model: str, strategy: str, sample_size: int, augment: str, *, 
         stage=stage, model=model, network=network, strategy=strategy,
         freeze_depth=0 if strategy != "partial" else int(freeze_depth), augment=AUGMENT_FLAGS[augment],
         sample_size=int(sample_size), prepared_dir=layout.processed(target.name),
-        train_ids=subsets[str(sample_size)], val_ids=split["val"], train=train,
+        train_ids=read_json(subset_file), val_ids=split["val"], train=train,
         pretrained=None if strategy == "scratch" else pretrained_weights(finetune.source, model, layout),
         domain=target.name, repeat=repeat,
     )
