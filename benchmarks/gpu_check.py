@@ -86,7 +86,8 @@ def cell_figures(cell_steps: int | None) -> dict[str, float]:
     repo = tmp / "lesionseg"
     try:
         subprocess.run(["git", "clone", "-q", str(f.ROOT), str(repo)], check=True)
-        budget = {**FULL_BUDGET, **({"epochs": max(1, cell_steps // 50)} if cell_steps else {})}
+        per_epoch = FULL_BUDGET["iterations_per_epoch"]
+        budget = {**FULL_BUDGET, **({"epochs": max(1, cell_steps // per_epoch)} if cell_steps else {})}
         params = _merge(f.PARAMS, {**PAPER_PARAMS, "train": budget, "finetune": {"source": str(WEIGHTS)}})
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = f._env(repo)
@@ -100,7 +101,7 @@ def cell_figures(cell_steps: int | None) -> dict[str, float]:
         run = yaml.safe_load((repo / "models/finetune/ratlesnetv2-full-n16-noaug-r0/run.json").read_text())
         return {"data_stages_s": data_s, "cell_s": cell_s, "cell_steps_run": run["steps_run"],
                 "cell_budget_steps": run["budget_steps"], "cell_best_val_dice": run["best_val_dice"],
-                "cell_s_at_full_budget (linear)": cell_s * FULL_BUDGET["epochs"] * 50 / max(1, run["steps_run"])}
+                "cell_s_at_full_budget (linear)": cell_s * FULL_BUDGET["epochs"] * per_epoch / max(1, run["steps_run"])}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

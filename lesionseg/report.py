@@ -125,9 +125,8 @@ def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float) -> lis
     repeats = summary.groupby("arm")["n_repeats"].max()
     counted = (f"each cell was repeated {int(repeats.iloc[0])} times" if repeats.nunique() == 1 else
                "repeats differ by arm (" + ", ".join(f"{arm} R = {int(r)}" for arm, r in repeats.items()) + ")")
-    out = [f"Every arm trained for at most {budget} optimizer steps; {counted}, each repeat with its own seed and subset "
-           f"draw; "
-           f"test Dice is over lesion scans, averaged per case over repeats."]
+    out = [f"Every arm trained for at most {budget} optimizer steps; {counted}, each repeat with its own seed and "
+           "subset draw; test Dice is over lesion scans, averaged per case over repeats."]
     for _, t in tests.iterrows():
         if t["direction"] == "skipped":
             out.append(f"{t['comparison']}: {t['note']}.")
