@@ -107,7 +107,7 @@ PYTHON=${PYTHON:-$(command -v python3 || command -v python || true)}
 MLFLOW=${MLFLOW:-mlflow}
 DVC=${DVC:-dvc}
 HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-180}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)  # the project: lesionseg.tracking.access runs inside the server
+ROOT=$(cd "$(dirname "$0")/.." && pwd)  # the project: lesionseg.tracking.auth_server runs inside the server
 AUTH_DB_URI=${MLFLOW_AUTH_DB_URI:-postgresql+psycopg2://${PGUSER_}@${PGHOST_}:${PGPORT_}/${AUTH_DB:-lesionseg_mlflow_auth}}
 ADMIN_USER=${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 AUTH_DEFAULT_PERMISSION=${AUTH_DEFAULT_PERMISSION:-NO_PERMISSIONS}
@@ -280,7 +280,7 @@ load_secret_key() {  # MLFLOW_FLASK_SERVER_SECRET_KEY, else one generated once a
 write_auth_config() {  # MLflow's basic_auth.ini (mode 600; no password unless the database URL holds one)
   (umask 077; printf '%s\n' "[mlflow]" "default_permission = $AUTH_DEFAULT_PERMISSION" \
     "database_uri = ${AUTH_DB_URI//%/%%}" "admin_username = $ADMIN_USER" \
-    "authorization_function = lesionseg.tracking.access:authenticate_request" \
+    "authorization_function = lesionseg.tracking.auth_server:authenticate_request" \
     "auth_cache_ttl_seconds = $AUTH_CACHE_TTL" >"$AUTH_CONFIG")
   chmod 600 "$AUTH_CONFIG"
   export MLFLOW_AUTH_CONFIG_PATH=$AUTH_CONFIG PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
@@ -303,13 +303,13 @@ warn_exposure() {  # what binding beyond loopback means with the chosen AUTH_MOD
   fi
 }
 
-run_admin() {  # run_admin URL ARGS...: python -m lesionseg.tracking.access ARGS as the MLflow admin
+run_admin() {  # run_admin URL ARGS...: python -m lesionseg.tracking.access_admin ARGS as the MLflow admin
   local url=$1
   shift
   load_admin_password
   healthy "$url" || die "no MLflow server answers at $url (start it: $0 up --auth; or set MLFLOW_TRACKING_URI, PORT)"
   MLFLOW_TRACKING_URI=$url MLFLOW_TRACKING_USERNAME=$ADMIN_USER MLFLOW_TRACKING_PASSWORD=$MLFLOW_AUTH_ADMIN_PASSWORD \
-    PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -m lesionseg.tracking.access "$@"
+    PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} "$PYTHON" -m lesionseg.tracking.access_admin "$@"
 }
 
 do_server() {

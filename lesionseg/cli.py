@@ -218,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except Exception as err:  # a 401/403 from an authenticated MLflow server becomes one line
-        from lesionseg.tracking.access import permission_error
+        from lesionseg.tracking.refusals import permission_error
 
         line = permission_error(err)
         if line is None:

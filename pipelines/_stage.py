@@ -23,7 +23,7 @@ def run(main) -> None:  # our errors, and a 401/403 from an authenticated MLflow
     try:
         main()
     except Exception as err:
-        from lesionseg.tracking.access import permission_error
+        from lesionseg.tracking.refusals import permission_error
         line = str(err) if isinstance(err, LesionsegError) else permission_error(err)
         if line is None:
             raise

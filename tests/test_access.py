@@ -1,6 +1,6 @@
 """Logins on the team stack: `deploy/team-stack.sh up --auth`, `user add`, roles, and one-line refusals.
 
-Unit tests of lesionseg.tracking.access first; then a real `mlflow server` with MLflow's basic-auth app on
+Unit tests of lesionseg.tracking.{auth_server, refusals, access_admin} first; then a real `mlflow server` with MLflow's basic-auth app on
 127.0.0.1 (PostgreSQL, moto's S3), a reader, a trainer and a maintainer, each through MLflow's client or the
 lesionseg command with only their own credentials.
 """
@@ -23,8 +23,9 @@ from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
 from mlflow.tracking import MlflowClient
 
 from conftest import TINY_PARAMS, cell_spec, ctx
-from lesionseg.tracking.access import (PROJECT_EXPERIMENTS, PROJECT_MODELS, ROLE_PERMISSION, Reserved,
-                                       mlflow_role, missing_permission, permission_error, reserved_action, role_grants)
+from lesionseg.tracking.access_admin import PROJECT_EXPERIMENTS, PROJECT_MODELS, role_grants
+from lesionseg.tracking.auth_server import Reserved, reserved_action
+from lesionseg.tracking.refusals import ROLE_PERMISSION, missing_permission, mlflow_role, permission_error
 from stack import (ADMIN_PASSWORD, AUTH_SECRETS, CLIENT_ENV_DROP, ROOT, USER_PASSWORDS, auth_server, client_env,
                    command_lines, pg, run, s3, script)  # noqa: F401 (fixtures)
 
@@ -112,6 +113,21 @@ def test_the_servers_own_refusal_is_used_as_it_is():
     message = "moving @champion on registered model 'lesionseg-mouse' needs MANAGE (role maintainer)"
     err = RestException({"error_code": "PERMISSION_DENIED", "message": message})
     assert permission_error(err, URL, "bob") == CHAMPION_REFUSED.format(url=URL, user="bob")
+    # what the server plugin writes is what the client module reads back (two modules, one wording)
+    rule = reserved_action("/api/2.0/mlflow/registered-models/alias", "POST",
+                           {"name": "lesionseg-mouse", "alias": "champion"})
+    served = RestException({"error_code": "PERMISSION_DENIED", "message": rule.refusal()})
+    assert permission_error(served, URL, "bob") == CHAMPION_REFUSED.format(url=URL, user="bob")
+
+
+def test_stages_import_the_refusals_and_neither_the_server_plugin_nor_the_admin_cli():
+    from test_architecture import import_closure
+
+    for entry in sorted((ROOT / "pipelines").glob("*.py")):
+        closure = import_closure(entry)
+        assert not {"lesionseg/tracking/auth_server.py", "lesionseg/tracking/access_admin.py"} & closure, entry
+    assert "lesionseg/tracking/refusals.py" in import_closure(ROOT / "pipelines" / "_stage.py")
+    assert "lesionseg/tracking/refusals.py" in import_closure(ROOT / "lesionseg" / "cli.py")
 
 
 def test_401_says_how_to_log_in():
@@ -396,7 +412,7 @@ def test_no_password_anywhere(auth_server, as_user, trainer_version, s3):
     seen += [("process list", line) for line in auth_server.processes.seen | command_lines()]
     seen.append(("ps -eo args", run(["ps", "-eo", "args"]).stdout))
     assert len([w for w, _ in seen if w.startswith("run ")]) >= 1 and len(auth_server.processes.seen) > 10
-    assert any("lesionseg.tracking.access user-add" in line for _, line in seen), "the watch saw `user add` run"
+    assert any("lesionseg.tracking.access_admin user-add" in line for _, line in seen), "the watch saw `user add` run"
     leaks = [(where, [s for s in secrets if s in text]) for where, text in seen if any(s in text for s in secrets)]
     assert not leaks, leaks
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from conftest import TINY_PARAMS, cell_spec, ctx, tune_cfg
-from lesionseg.tracking.access import missing_permission
+from lesionseg.tracking.refusals import missing_permission
 from stack import (AWS_KEY_ID, AWS_SECRET, CLIENT_ENV_DROP, PG_PORT, SCRIPT, SECRETS, client_env, free_port,
                    listening_addresses, mlflow_server, owner_only_file, pg, run, s3, script,  # noqa: F401 (fixtures)
                    sha256_tree)

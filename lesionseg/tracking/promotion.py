@@ -28,7 +28,7 @@ from lesionseg.errors import ConfigError, DataError, TrackingError
 from lesionseg.evaluation.evaluate import score_scans
 from lesionseg.evaluation.summary import summarize
 from lesionseg.inference import Segmenter
-from lesionseg.tracking.access import missing_permission
+from lesionseg.tracking.refusals import missing_permission
 from lesionseg.tracking.pyfunc import load_segmenter
 from lesionseg.tracking.registry import CHAMPION
 from lesionseg.tracking.run import CASES_ARTIFACT

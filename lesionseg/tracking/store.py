@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from lesionseg.errors import TrackingError
 from lesionseg.layout import Layout
-from lesionseg.tracking.access import find_refusal, permission_error
+from lesionseg.tracking.refusals import find_refusal, permission_error
 
 EXPERIMENTS = {
     "pretrain": "lesionseg-pretrain",
