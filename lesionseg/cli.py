@@ -209,8 +209,36 @@ def _import_weights(args: argparse.Namespace) -> None:
           f"{result['load_report']}")
 
 
+# MLflow 3.17 prints an ANSI-coloured "Add type hints to the `predict` method to enable data validation ..."
+# UserWarning when lesionseg's pyfunc class is defined, i.e. in every command that loads a model (predict,
+# promote, reproduce...). Our pyfunc validates its input itself (tracking/pyfunc.py: a bad request is one line),
+# so a user can do nothing about it. MLflow emits it inside its own `catch_warnings()` + `simplefilter("once")`,
+# which overrides any `warnings.filterwarnings` made here; so the display hook drops exactly that message, from
+# MLflow's files, and shows every other warning as before.
+MLFLOW_TYPE_HINT_WARNING = "Add type hints to the `predict` method to enable data validation"
+
+
+def _hide_mlflow_type_hint_warning() -> None:
+    """Stop showing MLflow's type-hint warning (only that one) in this process; idempotent."""
+    import warnings
+
+    show = warnings.showwarning
+    if getattr(show, "hides_mlflow_type_hint_warning", False):
+        return
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if (issubclass(category, UserWarning) and MLFLOW_TYPE_HINT_WARNING in str(message)
+                and "mlflow" in Path(filename).parts):
+            return
+        show(message, category, filename, lineno, file, line)
+
+    showwarning.hides_mlflow_type_hint_warning = True  # type: ignore[attr-defined]
+    warnings.showwarning = showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; our errors print as one line and exit 1."""
+    _hide_mlflow_type_hint_warning()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

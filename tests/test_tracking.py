@@ -142,3 +142,56 @@ def test_dataset_input_survives_a_concurrent_insert_of_the_same_dataset(tmp_path
     with mlflow.start_run(), pytest.raises(mlflow.exceptions.MlflowException, match="PERMISSION_DENIED"):
         store.log_dataset_input(dataset, context="training")
     assert len(calls) == 1
+
+
+def _cli_subprocess(script: str, root, env_uri: str) -> str:
+    """stderr of ``python -c script`` in a fresh interpreter (MLflow warns once per process, at import)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": env_uri, "PYTHONWARNINGS": "default"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+@pytest.mark.slow
+def test_cli_hides_mlflows_type_hint_warning_and_no_other(tiny_project, tiny_params):
+    """`lesionseg predict --model runs:/...` loads the logged pyfunc without MLflow's coloured type-hint paragraph;
+    another warning (ours, or another of MLflow's coloured ones) still shows."""
+    import torch
+
+    from lesionseg.cli import MLFLOW_TYPE_HINT_WARNING
+    from lesionseg.networks import build_network
+    from lesionseg.training.fit import save_checkpoint
+    from lesionseg.tracking.pyfunc import log_pyfunc_model
+
+    root, grid = tiny_project, tiny_params["prepare"]["mouse"]
+    network = tiny_params["networks"]["unet"]
+    torch.manual_seed(0)
+    save_checkpoint(root / "model.pt", {
+        "model": build_network("unet", **network).state_dict(), "network": network, "arch": "unet",
+        "roi_size": grid["shape"], "preprocessing": {"target_spacing": grid["target_spacing"], "shape": grid["shape"],
+                                                     "crop": "head", "clip_percentiles": [0.5, 99.5]}})
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        log_pyfunc_model(str(root / "model.pt"))
+    scan = sorted((root / "data" / "raw" / "mouse" / "imagesTr").glob("*_0000.nii.gz"))[0]
+
+    # without the CLI the warning is there: this test can fail
+    assert MLFLOW_TYPE_HINT_WARNING in _cli_subprocess("import lesionseg.tracking.pyfunc", root, uri)
+    stderr = _cli_subprocess(
+        "import warnings\n"
+        "from lesionseg.cli import main\n"
+        f"assert main(['predict', {str(scan)!r}, '--model', 'runs:/{run.info.run_id}/model', '-o', 'out', "
+        f"'--project', {str(root)!r}]) == 0\n"
+        "warnings.warn('lesionseg-test: another warning')\n"
+        "from mlflow.utils.warnings_utils import color_warning\n"
+        "color_warning('lesionseg-test: another MLflow colour warning', stacklevel=1, color='yellow')\n",
+        root, uri)
+    assert (root / "out" / "volumes.csv").exists()
+    assert MLFLOW_TYPE_HINT_WARNING not in stderr and "type hint" not in stderr.lower(), stderr
+    assert "lesionseg-test: another warning" in stderr and "lesionseg-test: another MLflow colour warning" in stderr
