@@ -36,6 +36,10 @@ class Layout:
         return path if path.is_absolute() else self.root / path
 
     # data
+    def bruker(self, dataset: str) -> Path:
+        """ParaVision studies as the scanner wrote them (one per animal), with the lab's masks in labels/."""
+        return self.root / "data" / "bruker" / dataset
+
     def raw(self, dataset: str) -> Path:
         return self.root / "data" / "raw" / dataset
 
@@ -120,6 +124,12 @@ class Layout:
     @property
     def dvc_lock(self) -> Path:
         return self.root / "dvc.lock"
+
+    @property
+    def run_records(self) -> list[Path]:
+        """What ``dvc repro`` (and ``promote``) write into tracked places: dvc.lock and the cache-less metrics
+        and report outputs, committed after a run. They record a run; they are not its code."""
+        return [self.dvc_lock, self.test_metrics_dir, self.test_metrics_json, self.report_dir, self.promotions_log]
 
     @property
     def params_file(self) -> Path:

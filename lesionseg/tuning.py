@@ -167,7 +167,8 @@ class Objective:
                                     "optuna_study": trial.study.study_name}) as run:
             trial.set_user_attr("mlflow_run_id", run.info.run_id)
             setup = setup_training(spec)
-            log_run_start(spec, setup.model_info, lineage_tags(spec, self.context), self.context.dvc_exp_name)
+            log_run_start(spec, setup.model_info, lineage_tags(spec, self.context), self.context.layout,
+                          self.context.dvc_exp_name)
             try:
                 with tempfile.TemporaryDirectory(prefix="lesionseg-trial-") as ckpt:
                     state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train,
@@ -328,6 +329,7 @@ def final_spec(base: RunSpec, best_params: dict[str, Any], train: TrainConfig) -
     """The final run of a study: the best depth/lr/augment with the full (not the trials') training budget."""
     depth = int(best_params["freeze_depth"])
     return dataclasses.replace(base, stage="finetune", strategy="partial" if depth else "full", freeze_depth=depth,
+                               tuned=True,
                                augment=bool(best_params.get("augment", base.augment)),
                                train=dataclasses.replace(train, lr=float(best_params["lr"])))
 

@@ -5,7 +5,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python pipelines/X.py` also runs in an env (MLflow's conda) without `pip -e`
 from lesionseg.config import load_config  # noqa: E402
-from lesionseg.errors import LesionsegError  # noqa: E402
+from lesionseg.errors import user_error_line  # noqa: E402
 from lesionseg.layout import Layout  # noqa: E402
 LAYOUT = Layout.at(ROOT)
 
@@ -19,12 +19,12 @@ def context():  # what `mlflow run` (MLFLOW_RUN_ID) and `dvc exp run` (DVC_EXP_N
     return RunContext(LAYOUT, os.environ.get("MLFLOW_RUN_ID") or None, os.environ.get("DVC_EXP_NAME", ""))
 
 
-def run(main) -> None:  # our errors, and a 401/403 from an authenticated MLflow server, print as one line
+def run(main) -> None:  # errors a user caused (errors.user_error_line), and a 401/403 from an authenticated MLflow server, print as one line
     try:
         main()
     except Exception as err:
         from lesionseg.tracking.refusals import permission_error
-        line = str(err) if isinstance(err, LesionsegError) else permission_error(err)
+        line = user_error_line(err) or permission_error(err)
         if line is None:
             raise
         sys.exit(f"error: {line}")

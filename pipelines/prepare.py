@@ -15,7 +15,7 @@ def main() -> None:
     grid = cfg.prepare.grid(dataset.name)
     manifest = prepare_dataset(LAYOUT.resolve(dataset.raw), LAYOUT.processed(dataset.name),
                                target_spacing=grid.target_spacing, shape=grid.shape,
-                               clip_percentiles=cfg.prepare.clip_percentiles)
+                               clip_percentiles=cfg.prepare.clip_percentiles, source=LAYOUT.relative(dataset.raw))
     print(f"prepare: {dataset.raw} -> {LAYOUT.relative(manifest.parent)}")
 
 

@@ -100,8 +100,12 @@ def prepare_dataset(
     shape: Sequence[int],
     clip_percentiles: tuple[float, float] = (0.5, 99.5),
     crop: str = "head",
+    source: str | None = None,
 ) -> Path:
     """Validate the raw dataset at ``raw_dir`` and write its prepared cases and manifest to ``out_dir``.
+
+    The manifest names the raw data as ``source`` (give it relative to the project root; default the folder's
+    name) and each raw file relative to ``raw_dir``, so the same data prepare to the same bytes in any clone.
 
     Writes ``{case_id}.npz`` (image float32, label uint8, affine float64) and ``manifest.json``, all at once
     through :func:`atomic_dir`: if any case is invalid, :class:`DataError` lists every problem and
@@ -111,10 +115,10 @@ def prepare_dataset(
     settings = dict(target_spacing=target_spacing, shape=shape, clip_percentiles=clip_percentiles, crop=crop)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
-        entries = [_prepare_case(record, image, label, tmp, settings)
+        entries = [_prepare_case(record, image, label, tmp, settings, Path(raw_dir))
                    for record, image, label in iter_valid_cases(raw_dir)]
         write_json(tmp / MANIFEST, {
-            "source": str(raw_dir),
+            "source": source or Path(raw_dir).name,
             "target_spacing": [float(s) for s in target_spacing],
             "shape": [int(s) for s in shape],
             "clip_percentiles": [float(p) for p in clip_percentiles],
@@ -221,7 +225,8 @@ def _crop(tensor: MetaTensor, start: Sequence[int], shape: Sequence[int], pad_va
     return SpatialCrop(roi_start=roi_start, roi_end=[s + int(n) for s, n in zip(roi_start, shape)])(tensor)
 
 
-def _prepare_case(record: CaseRecord, image: Volume, label: Volume, out_dir: Path, settings: dict) -> dict:
+def _prepare_case(record: CaseRecord, image: Volume, label: Volume, out_dir: Path, settings: dict,
+                  raw_dir: Path) -> dict:
     try:
         prepared, prepared_label, affine = prepare_volume(image, label, **settings)
     except DataError as err:
@@ -233,6 +238,6 @@ def _prepare_case(record: CaseRecord, image: Volume, label: Volume, out_dir: Pat
         "group": record.group,
         "lesion_volume_mm3": record.lesion_volume_mm3,
         "file": file,
-        "raw_image": str(record.image),
-        "raw_label": str(record.label),
+        "raw_image": Path(record.image).relative_to(raw_dir).as_posix(),
+        "raw_label": Path(record.label).relative_to(raw_dir).as_posix(),
     }

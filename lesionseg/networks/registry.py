@@ -26,7 +26,7 @@ def build_network(name: str, **kwargs: Any) -> nn.Module:
     An unknown name, an argument the builder does not take, or a required one left out raises ``ValueError``.
     """
     if name not in NETWORKS:
-        raise ValueError(f"network={name!r} is not one of {sorted(NETWORKS)}")
+        raise ValueError(f"network={name!r} is not one of {sorted(NETWORKS)}; use one of those names")
     builder = NETWORKS[name]
     params = inspect.signature(builder).parameters
     for key in kwargs:

@@ -19,10 +19,13 @@ def _git(project_root: Path, *args: str) -> str | None:
 
 
 def git_tags(project_root: str | Path) -> dict[str, str]:
-    """``git_commit`` and ``git_dirty`` (tracked files changed; DVC outputs are git-ignored)."""
-    root = Path(project_root)
+    """``git_commit`` and ``git_dirty``: tracked files changed, other than the records a run itself rewrites
+    (dvc.lock, cache-less metrics and report: :attr:`Layout.run_records`); DVC outputs are git-ignored."""
+    layout = Layout.at(project_root)
+    root = layout.root
     commit = _git(root, "rev-parse", "HEAD") or "unknown"
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
+    excluded = [f":(exclude){layout.relative(r)}" for r in layout.run_records]
+    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     return {"git_commit": commit, "git_dirty": "unknown" if status is None else str(bool(status)).lower()}
 
 

@@ -17,6 +17,7 @@ from lesionseg.config import flatten
 from lesionseg.data.io import read_json, write_json, write_text
 from lesionseg.data.preprocess import image_digest, load_manifest, load_prepared_case
 from lesionseg.errors import TrackingError
+from lesionseg.layout import Layout
 from lesionseg.tracking import lineage, registry, store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.context import RunContext
@@ -69,7 +70,7 @@ def _train_in_run(spec: RunSpec, setup: TrainingSetup, run_id: str, *, resumed: 
     write_json(checkpoint_dir / "run.json", marker)
     run_lineage = lineage_tags(spec, context)
     if not resumed:
-        log_run_start(spec, setup.model_info, run_lineage, context.dvc_exp_name)
+        log_run_start(spec, setup.model_info, run_lineage, context.layout, context.dvc_exp_name)
         mlflow.set_tags({**tags, "dvc_out": context.layout.relative(out_dir)})
     state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train, checkpoint_dir,
                 roi_size=setup.roi_size, callbacks=[MlflowCallback(run_id)], resume=resumed, progress=progress)
@@ -102,20 +103,20 @@ def _clear_checkpoints(checkpoint_dir: Path) -> None:
         (checkpoint_dir / name).unlink(missing_ok=True)
 
 
-def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str], dvc_exp_name: str = "") -> None:
-    """Params, lineage tags and the training-set manifest (as an MLflow dataset input) of a new run."""
+def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str], layout: Layout,
+                  dvc_exp_name: str = "") -> None:
+    """Params, lineage tags and the training-set manifest (as an MLflow dataset input) of a new run; paths are
+    logged relative to the project root, so runs from different clones compare."""
     params = {
-        "model": spec.model, "strategy": spec.strategy, "freeze_depth": spec.freeze_depth,
-        "sample_size": spec.sample_size, "augment": "aug" if spec.augment else "noaug", "domain": spec.domain,
-        "pretrained": str(spec.pretrained) if spec.pretrained else "",
+        **spec.arm.fields(), "sample_size": spec.sample_size, "domain": spec.domain,
+        "pretrained": layout.relative(spec.pretrained) if spec.pretrained else "",
         "n_train": len(spec.train_ids), "n_val": len(spec.val_ids), "repeat": spec.repeat,
         **flatten({"network": spec.network}), **flatten({"train": spec.train}),
     }
     mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})
     tags = {
         **lineage_tags, **lineage.dvc_tags(spec.stage, dvc_exp_name),
-        "model": spec.model, "strategy": spec.strategy, "freeze_depth": str(spec.freeze_depth),
-        "sample_size": str(spec.sample_size or ""), "augment": str(spec.augment).lower(), "repeat": str(spec.repeat),
+        **spec.arm.tags(), "sample_size": str(spec.sample_size or ""), "repeat": str(spec.repeat),
         "budget_steps": str(spec.train.budget_steps),
         "frozen_blocks": ",".join(model_info["frozen_blocks"]),
     }
@@ -124,7 +125,7 @@ def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str],
     mlflow.set_tags(tags)
     train_ids = set(spec.train_ids)
     manifest = pd.DataFrame([c for c in load_manifest(spec.prepared_dir)["cases"] if c["case_id"] in train_ids])
-    dataset = mlflow.data.from_pandas(manifest, source=str(spec.prepared_dir),
+    dataset = mlflow.data.from_pandas(manifest, source=layout.relative(spec.prepared_dir),
                                       name=f"{spec.domain}-train-n{len(spec.train_ids)}")
     store.log_dataset_input(dataset, context="training")
     mlflow.log_dict(case_digests(spec), CASES_ARTIFACT)
@@ -152,14 +153,14 @@ def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, state: FitState
         "run_id": run_id, "run_name": spec.run_name, "model_uri": model_info.model_uri,
         "best_val_dice": state.best_val_dice, "best_epoch": state.best_epoch, "best_step": state.best_step,
         "steps_run": state.step, "budget_steps": spec.train.budget_steps, "converged": state.converged,
-        "epochs_run": state.epoch, "model": spec.model, "strategy": spec.strategy, "freeze_depth": spec.freeze_depth,
-        "sample_size": spec.sample_size, "augment": spec.augment, "repeat": spec.repeat, "lr": spec.train.lr,
+        "epochs_run": state.epoch, **spec.arm.fields(), "sample_size": spec.sample_size, "repeat": spec.repeat,
+        "lr": spec.train.lr,
         "roi_size": list(roi_size),
     }
     if register_as:
-        version_tags = {**tags, **{k: result[k] for k in ("model", "strategy", "freeze_depth", "sample_size",
-                                                          "repeat", "run_id", "budget_steps")},
-                        "augment": str(spec.augment).lower(), "val_dice": f"{result['best_val_dice']:.4f}",
+        version_tags = {**tags, **spec.arm.tags(), **{k: result[k] for k in ("sample_size", "repeat", "run_id",
+                                                                          "budget_steps")},
+                        "val_dice": f"{result['best_val_dice']:.4f}",
                         "converged": str(state.converged).lower()}
         result["registered_model"] = register_as
         result["version"] = registry.register_version(model_info.model_uri, register_as, version_tags,

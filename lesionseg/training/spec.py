@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from lesionseg.arm import Arm
 from lesionseg.config import STRATEGIES, DatasetRef, FinetuneConfig, PretrainConfig, TrainConfig
 from lesionseg.data.io import read_json
+from lesionseg.data.preprocess import MANIFEST
 from lesionseg.errors import ConfigError
 from lesionseg.layout import Layout
 
@@ -38,6 +40,12 @@ class RunSpec:
     pretrained: Path | None = None
     domain: str = "mouse"
     repeat: int = 0
+    tuned: bool = False  # the final run of a tuning study (its arm is "tuned" whatever depth it chose)
+
+    @property
+    def arm(self) -> Arm:
+        """The study arm this run belongs to."""
+        return Arm(self.model, "tuned" if self.tuned else self.strategy, self.augment, self.freeze_depth)
 
     @property
     def run_name(self) -> str:
@@ -45,13 +53,14 @@ class RunSpec:
         if self.stage == "pretrain":
             return f"{self.model}/pretrain/{self.domain}"
         aug = "aug" if self.augment else "noaug"
-        return f"{self.model}/{self.strategy}-d{self.freeze_depth}/n{self.sample_size}/{aug}/r{self.repeat}"
+        return f"{self.model}/{self.arm.strategy}-d{self.freeze_depth}/n{self.sample_size}/{aug}/r{self.repeat}"
 
     def fingerprint(self) -> str:
-        """Hash of the spec (and of the pretrained weights' bytes): a checkpoint resumes only a run with
-        the same fingerprint, so a stale checkpoint from other params is never picked up."""
+        """Hash of the spec, with its files by content (the prepared manifest, the pretrained weights), never
+        by where the checkout lies: a checkpoint resumes only a run with the same fingerprint (a stale one from
+        other params is never picked up), and a tuning study is found again from another clone or machine."""
         payload = dataclasses.asdict(self)
-        payload["prepared_dir"] = str(self.prepared_dir)
+        payload["prepared_dir"] = _file_md5(Path(self.prepared_dir) / MANIFEST)
         payload["pretrained"] = _file_md5(self.pretrained) if self.pretrained else None
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
