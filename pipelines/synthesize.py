@@ -1,17 +1,18 @@
-"""DVC stage `synthesize`: synthetic rat (source) and mouse (target) raw datasets in the nnU-Net layout."""
+"""DVC stage `synthesize`: synthetic rat (source) and mouse (target) scans as a Bruker scanner leaves them:
+one ParaVision study per animal, with the lab's masks beside them (data/bruker/...)."""
 from _stage import LAYOUT, config, run
 
-from lesionseg.data.synthetic import synthesize_dataset
+from lesionseg.data.paravision import synthesize_studies
 
 
 def main() -> None:
     cfg = config().synthesize
     for domain, size in (("rat", cfg.rat), ("mouse", cfg.mouse)):
-        out = synthesize_dataset(domain, size.cases, cfg.seed, LAYOUT.raw(domain), sham_fraction=cfg.sham_fraction,
+        out = synthesize_studies(domain, size.cases, cfg.seed, LAYOUT.bruker(domain), sham_fraction=cfg.sham_fraction,
                                  matrix=size.matrix, n_slices=size.n_slices)
-        print(f"synthesize: {size.cases} {domain} cases -> {LAYOUT.relative(out)}")
+        print(f"synthesize: {size.cases} {domain} studies -> {LAYOUT.relative(out)}")
     if cfg.acceptance:  # an acceptance cohort: new mice from another seed, with their own case ids
-        out = synthesize_dataset("mouse", cfg.acceptance.cases, cfg.seed + 1, LAYOUT.acceptance_raw,
+        out = synthesize_studies("mouse", cfg.acceptance.cases, cfg.seed + 1, LAYOUT.bruker(LAYOUT.acceptance_raw.name),
                                  sham_fraction=cfg.sham_fraction, matrix=cfg.acceptance.matrix,
                                  n_slices=cfg.acceptance.n_slices, case_prefix="mouseacc")
         print(f"synthesize: {cfg.acceptance.cases} acceptance mice -> {LAYOUT.relative(out)}")

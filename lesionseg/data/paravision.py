@@ -12,6 +12,8 @@ writer below is our own: it writes only the parameters a reader needs and a lab 
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from lesionseg.data.io import atomic_dir
+from lesionseg.data.dataset import read_cases
+from lesionseg.data.io import atomic_dir, read_volume, write_text
 
 PV_VERSION = "6.0.1"
 STUDY_DATE = 1767225600  # 2026-01-01T00:00Z, fixed so that the same image gives the same files
@@ -48,6 +51,37 @@ class Acquisition:
 
 class _Text(str):
     """A JCAMP-DX string value, written as ``( size )`` then ``<text>``."""
+
+
+def synthesize_studies(domain: str, n_cases: int, seed: int, out_dir: str | Path, *, byte_order: str = "little",
+                       **dataset_args) -> Path:
+    """Synthetic scans as a lab receives them from a Bruker scanner: one ParaVision study per animal in ``out_dir``,
+    with the masks and groups a lab keeps beside them (``labels/CASE.nii.gz``, ``labels/cases.csv``).
+
+    The scans are :func:`lesionseg.data.synthetic.synthesize_dataset`'s (same arguments, same voxels and affines),
+    so importing the studies gives back the NIfTI dataset ``synthesize_dataset`` writes.
+    """
+    from lesionseg.data.synthetic import synthesize_dataset
+
+    with tempfile.TemporaryDirectory(prefix="lesionseg-synth-") as scratch:
+        raw = synthesize_dataset(domain, n_cases, seed, Path(scratch) / "raw", **dataset_args)
+        return dataset_to_studies(raw, out_dir, byte_order=byte_order)
+
+
+def dataset_to_studies(raw_dir: str | Path, out_dir: str | Path, *, byte_order: str = "little") -> Path:
+    """Write each case of an nnU-Net raw dataset as a ParaVision study ``out_dir/CASE_1_1``, its label as
+    ``out_dir/labels/CASE.nii.gz`` and the groups as ``out_dir/labels/cases.csv``; the folder appears complete."""
+    cases = read_cases(raw_dir)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "labels").mkdir()
+        for case in cases:
+            volume = read_volume(case.image)
+            write_study(tmp / f"{case.case_id}_1_1", volume.data, volume.affine, subject_id=case.case_id,
+                        byte_order=byte_order)
+            shutil.copyfile(case.label, tmp / "labels" / f"{case.case_id}.nii.gz")
+        rows = "".join(f"{case.case_id},{case.group}\n" for case in cases)
+        write_text(tmp / "labels" / "cases.csv", "case_id,group\n" + rows)
+    return Path(out_dir)
 
 
 def write_study(
