@@ -22,7 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sham-fraction", type=float, default=0.25)
     synth.add_argument("--matrix", type=int, default=None, help="in-plane matrix (default: the domain's paper size)")
     synth.add_argument("--n-slices", type=int, default=None)
+    synth.add_argument("--format", choices=["nifti", "bruker"], default="nifti",
+                       help="nifti: the nnU-Net raw layout; bruker: one ParaVision study per animal, masks in labels/")
     synth.set_defaults(func=_synth)
+
+    bruker = sub.add_parser("import-bruker", help="convert ParaVision studies (folders or .zip) to the nnU-Net raw "
+                                                  "layout in subject RAS (brkraw)")
+    bruker.add_argument("sources", nargs="+", type=Path, metavar="SRC", help="a study, a folder of studies, or a .zip")
+    bruker.add_argument("--out", type=Path, required=True)
+    bruker.add_argument("--protocol", default="T2", help="regular expression for the T2w scan's protocol name")
+    bruker.add_argument("--scan", type=int, default=None, help="scan id (E number) instead of --protocol")
+    bruker.add_argument("--labels", type=Path, default=None,
+                        help="masks CASE.nii.gz or CASE.seg.nrrd (ITK-SNAP, 3D Slicer), optional cases.csv of groups")
+    bruker.add_argument("--subject-type", default=None, help="override the recorded subject type, e.g. Quadruped")
+    bruker.add_argument("--subject-pose", default=None, help="override the recorded position, e.g. Head_Prone")
+    bruker.set_defaults(func=_import_bruker)
 
     validate = sub.add_parser("validate", help="check a dataset in the nnU-Net v2 raw layout; writes nothing")
     validate.add_argument("dataset", type=Path)
@@ -179,11 +193,22 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _synth(args: argparse.Namespace) -> None:
+    from lesionseg.data.paravision import synthesize_studies
     from lesionseg.data.synthetic import synthesize_dataset
 
-    out = synthesize_dataset(args.domain, args.cases, args.seed, args.out, sham_fraction=args.sham_fraction,
-                             matrix=args.matrix, n_slices=args.n_slices)
-    print(f"wrote {args.cases} {args.domain} cases to {out}")
+    write = synthesize_studies if args.format == "bruker" else synthesize_dataset
+    out = write(args.domain, args.cases, args.seed, args.out, sham_fraction=args.sham_fraction,
+                matrix=args.matrix, n_slices=args.n_slices)
+    kind = " as ParaVision studies" if args.format == "bruker" else ""
+    print(f"wrote {args.cases} {args.domain} cases to {out}{kind}")
+
+
+def _import_bruker(args: argparse.Namespace) -> None:
+    from lesionseg.data.bruker import import_bruker
+
+    out = import_bruker(args.sources, args.out, protocol=args.protocol, scan_id=args.scan, labels_dir=args.labels,
+                        subject_type=args.subject_type, subject_pose=args.subject_pose)
+    print(f"wrote {out} from {len(args.sources)} source(s)")
 
 
 def _validate(args: argparse.Namespace) -> None:
