@@ -146,3 +146,69 @@ def test_empty_groups_give_nan_not_errors() -> None:
     assert tuple(empty) == S.SUMMARY_KEYS
     assert (empty["n_lesion"], empty["n_sham"]) == (0, 0)
     assert all(math.isnan(v) for k, v in empty.items() if not k.startswith("n_"))
+
+
+# --- Volumetry per trained model -------------------------------------------------------------------------------
+
+def _models(errors: np.ndarray, shams: int = 0, sham_volume: float = 0.0) -> pd.DataFrame:
+    """One row per model (row of ``errors``) x scan: lesions of 40..40+10k mm3 predicted with the given errors."""
+    rows = []
+    for r, err in enumerate(np.atleast_2d(errors)):
+        for c, e in enumerate(err):
+            true = 40.0 + 10 * c
+            rows.append({"arm": "a", "sample_size": 4, "repeat": r, "case_id": f"l{c}", "group": "MCAo",
+                         "true_volume_mm3": true, "pred_volume_mm3": true + e})
+        rows += [{"arm": "a", "sample_size": 4, "repeat": r, "case_id": f"s{c}", "group": "sham",
+                  "true_volume_mm3": 0.0, "pred_volume_mm3": sham_volume * (c == r)} for c in range(shams)]
+    return pd.DataFrame(rows)
+
+
+def test_loa_confidence_hand_computed_and_bland_altman_1999_approximation() -> None:
+    out = S.loa_confidence(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    # sd = sqrt(2.5) = 1.5811; limits 3 -/+ 3.0990; t(0.975, 4) = 2.7764
+    assert (out["bias"], out["loa_low"], out["loa_high"]) == pytest.approx((3.0, -0.09903, 6.09903), abs=1e-4)
+    assert (out["bias_ci_low"], out["bias_ci_high"]) == pytest.approx((3 - 1.96324, 3 + 1.96324), abs=1e-4)
+    # SE(limit) = 1.5811 * sqrt(1/5 + 1.96^2/8) = 1.30401; half-width 2.7764 * 1.30401 = 3.62052
+    assert (out["loa_high_ci_low"], out["loa_high_ci_high"]) == pytest.approx((6.09903 - 3.62052, 6.09903 + 3.62052),
+                                                                              abs=1e-3)
+    big = np.random.default_rng(1).normal(2.0, 5.0, 400)
+    wide = S.loa_confidence(big)
+    sd = big.std(ddof=1)  # Bland & Altman's rule of thumb: SE(limit) ~ sqrt(3 sd^2 / n)
+    assert (wide["loa_low_ci_high"] - wide["loa_low"]) == pytest.approx(1.96 * np.sqrt(3 * sd**2 / 400), rel=0.01)
+    assert all(math.isnan(out) for k, out in S.loa_confidence(np.array([1.0])).items() if "ci" in k)
+
+
+def test_volume_agreement_per_model_ignores_shams_and_hand_values() -> None:
+    errors = np.array([[10.0, -5.0, 0.0, 5.0], [2.0, 2.0, 2.0, 2.0]])
+    plain = S.volume_agreement_per_model(_models(errors))
+    with_shams = S.volume_agreement_per_model(_models(errors, shams=3, sham_volume=7.0))
+    pd.testing.assert_frame_equal(plain, with_shams)
+    first = plain.iloc[0]
+    assert first["n_lesion"] == 4 and first["volume_bias_mm3"] == pytest.approx(2.5)
+    assert first["volume_rel_error"] == pytest.approx(np.mean([10 / 40, -5 / 50, 0, 5 / 70]))
+    assert first["volume_abs_rel_error"] == pytest.approx(np.mean([10 / 40, 5 / 50, 0, 5 / 70]))
+    true = 40.0 + 10 * np.arange(4)
+    assert first["volume_icc"] == pytest.approx(S.icc(np.column_stack([true + errors[0], true]), "2,1"))
+    second = plain.iloc[1]  # a constant offset: zero-width limits, ICC below 1 (absolute agreement)
+    assert second["volume_loa_low_mm3"] == pytest.approx(2.0) and second["volume_loa_high_mm3"] == pytest.approx(2.0)
+    assert second["volume_icc"] < 1.0
+    shams = S.sham_volume_per_model(_models(errors, shams=3, sham_volume=7.0))
+    assert shams["n_sham"].tolist() == [3, 3] and shams["sham_fp_rate"].tolist() == pytest.approx([1 / 3, 1 / 3])
+    assert shams["sham_fp_volume_mean_mm3"].tolist() == pytest.approx([7 / 3, 7 / 3])
+    assert shams["sham_fp_volume_max_mm3"].tolist() == [7.0, 7.0]
+    assert S.sham_volume_per_model(_models(errors))["n_sham"].tolist() == [0, 0]
+
+
+def test_agreement_over_models_is_never_on_averaged_volumes() -> None:
+    """Independent errors of 4 models shrink by 2 when their volumes are averaged; per model they do not."""
+    errors = np.random.default_rng(4).normal(0.0, 10.0, (4, 12))
+    per_model = S.volume_agreement_per_model(_models(errors))
+    over = S.volume_agreement_over_models(per_model).iloc[0]
+    assert over["n_models"] == 4
+    width = over["volume_loa_high_mm3"] - over["volume_loa_low_mm3"]
+    assert width == pytest.approx(np.mean(per_model["volume_loa_high_mm3"] - per_model["volume_loa_low_mm3"]))
+    averaged = S.bland_altman(errors.mean(axis=0), np.zeros(12))
+    assert width > 1.5 * (averaged[2] - averaged[1])
+    assert over["volume_bias_mm3_sd_models"] == pytest.approx(per_model["volume_bias_mm3"].std(ddof=1))
+    assert over["volume_icc"] == pytest.approx(per_model["volume_icc"].mean())
+    assert "volume_bias_ci_low_mm3_sd_models" not in over.index

@@ -25,6 +25,13 @@ Definitions (one per reported quantity):
 
 A quantity with nothing to compute it from (e.g. no shams) is NaN.
 
+Volumetry per trained model (:func:`volume_agreement_per_model`), on lesion scans only (shams at (0, 0)
+would flatter every agreement statistic): ``volume_bias_mm3`` with its t CI, Bland-Altman limits with the
+approximate CIs of Bland & Altman (1999), ``volume_icc`` (ICC(2,1)), ``volume_rel_error`` (mean of
+(predicted - manual) / manual) and ``volume_abs_rel_error``. :func:`volume_agreement_over_models` averages
+those over the models of an arm (never the volumes), with their SD across models. Shams are reported apart,
+per model: :func:`sham_volume_per_model` (false-positive volume in mm3).
+
 Over repeats (:func:`summarize_over_repeats`, one table holding several trainings of one arm on the
 same test scans): each rate and mean is the mean of the per-repeat values; the sham CI counts each
 sham scan once, scored by the share of repeats that flagged it (repeats of one scan are not
@@ -220,3 +227,99 @@ def summarize_over_repeats(table: pd.DataFrame, repeat: str = "repeat", case: st
     out["n_lesion"] = int(cases.loc[lesion, case].nunique())
     out["n_sham"] = int(sham.size)
     return {key: out[key] for key in SUMMARY_KEYS}
+
+
+# --- Volumetry per trained model ---------------------------------------------------------------------------------
+
+MODEL_KEYS = ("arm", "sample_size", "repeat")
+VOLUME_KEYS = (
+    "n_lesion", "volume_bias_mm3", "volume_bias_ci_low_mm3", "volume_bias_ci_high_mm3", "volume_loa_low_mm3",
+    "volume_loa_high_mm3", "volume_loa_low_ci_low_mm3", "volume_loa_low_ci_high_mm3", "volume_loa_high_ci_low_mm3",
+    "volume_loa_high_ci_high_mm3", "volume_icc", "volume_rel_error", "volume_abs_rel_error",
+)
+SHAM_KEYS = ("n_sham", "sham_fp_rate", "sham_fp_volume_mean_mm3", "sham_fp_volume_max_mm3")
+
+
+def loa_confidence(diff: np.ndarray, z: float = LOA_Z, level: float = 0.95) -> dict[str, float]:
+    """Bias with its t CI and the limits ``bias -/+ z SD`` with the approximate CIs of Bland & Altman (1999,
+    Stat Methods Med Res 8:135, section 2.1): SE(limit) = SD * sqrt(1/n + z^2 / (2 (n - 1))), t quantile
+    with n - 1 df. NaN where n < 2 (a CI) or n < 1.
+
+    Hand-written: neither scipy nor statsmodels (``mean_diff_plot`` draws the limits only) gives their CIs.
+    """
+    d = np.asarray(diff, dtype=float)
+    n = d.size
+    bias, low, high = bland_altman(d, np.zeros(n), z)
+    out = {"bias": bias, "bias_ci_low": math.nan, "bias_ci_high": math.nan, "loa_low": low, "loa_high": high,
+           "loa_low_ci_low": math.nan, "loa_low_ci_high": math.nan, "loa_high_ci_low": math.nan,
+           "loa_high_ci_high": math.nan}
+    if n < 2:
+        return out
+    sd = float(d.std(ddof=1))
+    t = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    half_bias, half_loa = t * sd / math.sqrt(n), t * sd * math.sqrt(1 / n + z * z / (2 * (n - 1)))
+    out.update(bias_ci_low=bias - half_bias, bias_ci_high=bias + half_bias, loa_low_ci_low=low - half_loa,
+               loa_low_ci_high=low + half_loa, loa_high_ci_low=high - half_loa, loa_high_ci_high=high + half_loa)
+    return out
+
+
+def volume_agreement(table: pd.DataFrame) -> dict[str, float]:
+    """:data:`VOLUME_KEYS` of one trained model's per-case table, lesion scans only (shams ignored)."""
+    lesion = table[_has_lesion(table).to_numpy()]
+    pred = lesion["pred_volume_mm3"].to_numpy(dtype=float)
+    true = _true_volume(lesion).to_numpy()
+    ba = loa_confidence(pred - true)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(true > 0, (pred - true) / true, np.nan)
+    rel = rel[~np.isnan(rel)]
+    out = {"n_lesion": int(pred.size), "volume_icc": icc(np.column_stack([pred, true]), "2,1"),
+           "volume_rel_error": float(rel.mean()) if rel.size else math.nan,
+           "volume_abs_rel_error": float(np.abs(rel).mean()) if rel.size else math.nan}
+    for key, value in ba.items():
+        out[f"volume_{key}_mm3"] = value
+    return {key: out[key] for key in VOLUME_KEYS}
+
+
+def sham_volume(table: pd.DataFrame) -> dict[str, float]:
+    """:data:`SHAM_KEYS` of one trained model: shams with any predicted voxel / shams, and the predicted
+    (false-positive) volume over shams, mean and max in mm3."""
+    vol = table.loc[~_has_lesion(table).to_numpy(), "pred_volume_mm3"].to_numpy(dtype=float)
+    if vol.size == 0:
+        return {"n_sham": 0, "sham_fp_rate": math.nan, "sham_fp_volume_mean_mm3": math.nan,
+                "sham_fp_volume_max_mm3": math.nan}
+    return {"n_sham": int(vol.size), "sham_fp_rate": float(np.mean(vol > 0)),
+            "sham_fp_volume_mean_mm3": float(vol.mean()), "sham_fp_volume_max_mm3": float(vol.max())}
+
+
+def _per_model(cases: pd.DataFrame, model: Sequence[str], summary) -> pd.DataFrame:
+    rows = [{**dict(zip(model, key if isinstance(key, tuple) else (key,))), **summary(grp)}
+            for key, grp in cases.groupby(list(model), sort=True)]
+    return pd.DataFrame(rows)
+
+
+def volume_agreement_per_model(cases: pd.DataFrame, model: Sequence[str] = MODEL_KEYS) -> pd.DataFrame:
+    """One row per trained model (the ``model`` columns) with :data:`VOLUME_KEYS`, on its lesion scans.
+
+    ``cases``: one row per model x test scan with ``group``/``has_lesion``, ``pred_volume_mm3`` and
+    ``true_volume_mm3``. Each model is scored on its own predictions, as it would be deployed.
+    """
+    out = _per_model(cases, model, volume_agreement)
+    return out if len(out) else pd.DataFrame(columns=[*model, *VOLUME_KEYS])
+
+
+def sham_volume_per_model(cases: pd.DataFrame, model: Sequence[str] = MODEL_KEYS) -> pd.DataFrame:
+    """One row per trained model with :data:`SHAM_KEYS`: false-positive volume on shams, apart from volumetry."""
+    out = _per_model(cases, model, sham_volume)
+    return out if len(out) else pd.DataFrame(columns=[*model, *SHAM_KEYS])
+
+
+def volume_agreement_over_models(per_model: pd.DataFrame, by: Sequence[str] = ("arm", "sample_size")) -> pd.DataFrame:
+    """Per ``by`` group (an arm at a sample size): ``n_models``, the mean over its models of every per-model
+    quantity (same names) and the SD across models of the estimates (``<name>_sd_models``; not of CI bounds or counts). Volumes are never averaged over
+    models first: an average of several models' volumes is a prediction no deployed model makes."""
+    numeric = per_model.drop(columns=[c for c in (*MODEL_KEYS, *by) if c in per_model]).select_dtypes("number")
+    grouped = per_model[list(by)].join(numeric).groupby(list(by), sort=True)[list(numeric.columns)]
+    spread = [c for c in numeric.columns if "_ci_" not in c and not c.startswith("n_")]
+    mean, sd = grouped.mean(), grouped.std(ddof=1)[spread].add_suffix("_sd_models")
+    out = pd.concat([grouped.size().rename("n_models"), mean, sd], axis=1)
+    return out.reset_index()
