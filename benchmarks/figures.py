@@ -1,6 +1,6 @@
 """One function per benchmark figure; each returns a dict of numbers (seconds unless the key says otherwise).
 
-Sizes come from params.yaml (the demo) or from PAPER (README "Demo size and the full study").
+Sizes come from ``ProjectConfig``: params.yaml (the demo) or params.yaml + params-full.yaml (the paper-scale study).
 """
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
-PAPER = {"shape": [160, 32, 96], "spacing": [0.1, 0.5, 0.1], "matrix": 256,
-         "networks": {"ratlesnetv2": {"filters": 32}, "unetr": {"img_size": [160, 32, 96]}}}
+sys.path.insert(0, str(ROOT))
+from lesionseg.config import ProjectConfig, load_config, load_full_config, load_params  # noqa: E402
+
+CONFIG = load_config(ROOT / "params.yaml")  # the demo
+FULL = load_full_config(ROOT)  # the paper-scale study
+PARAMS = load_params(ROOT / "params.yaml")  # the raw mapping, for gpu_check.py's merge
+PAPER = {"shape": FULL.prepare.grid("mouse").shape, "spacing": FULL.prepare.grid("mouse").target_spacing,
+         "matrix": FULL.synthesize.mouse.matrix}
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(sys.executable).parent
 THREADS = 2
 BATCH = 2
@@ -40,16 +43,20 @@ def _median_time(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def _config(size: str) -> ProjectConfig:
+    """The configuration at ``size``: demo (params.yaml) | paper (with params-full.yaml)."""
+    return FULL if size == "paper" else CONFIG
+
+
 def _grid(size: str) -> tuple[list[int], list[float]]:
     """Prepared mouse volume shape and spacing (mm) at ``size`` (demo | paper)."""
-    if size == "paper":
-        return PAPER["shape"], PAPER["spacing"]
-    return PARAMS["prepare"]["mouse"]["shape"], PARAMS["prepare"]["mouse"]["target_spacing"]
+    grid = _config(size).prepare.grid("mouse")
+    return grid.shape, grid.target_spacing
 
 
 def _networks(size: str) -> dict[str, dict]:
-    overrides = PAPER["networks"] if size == "paper" else {}
-    return {name: {**cfg, **overrides.get(name, {})} for name, cfg in PARAMS["networks"].items()}
+    networks = _config(size).networks
+    return {name: networks.of(name) for name in networks.kwargs}
 
 
 def _model_file(path: Path, name: str, network: dict, size: str):
@@ -62,7 +69,7 @@ def _model_file(path: Path, name: str, network: dict, size: str):
     shape, spacing = _grid(size)
     torch.manual_seed(0)
     prep = {"target_spacing": spacing, "shape": shape, "crop": "head",
-            "clip_percentiles": PARAMS["prepare"]["clip_percentiles"]}
+            "clip_percentiles": list(CONFIG.prepare.clip_percentiles)}
     model = build_network(name, **network)
     save_checkpoint(path, {"model": model.state_dict(), "network": network, "arch": name, "roi_size": shape,
                            "preprocessing": prep})
@@ -147,16 +154,17 @@ def data_seconds(root: Path, scale: int = 1) -> dict[str, float]:
     from lesionseg.data.preprocess import prepare_dataset
     from lesionseg.data.synthetic import synthesize_dataset
 
-    syn, prep = PARAMS["synthesize"], PARAMS["prepare"]
+    syn, prep = CONFIG.synthesize, CONFIG.prepare
     out = {"cases": 0, "synthesize_s": 0.0, "prepare_s": 0.0}
-    for domain in (k for k in syn if k in prep):  # the datasets that are also prepared: source and target
-        n = max(6, syn[domain]["cases"] // scale)
+    for domain in (d for d in ("rat", "mouse") if d in prep.grids):  # the prepared datasets: source and target
+        size, grid = getattr(syn, domain), prep.grid(domain)
+        n = max(6, size.cases // scale)
         start = time.perf_counter()
-        synthesize_dataset(domain, n, syn["seed"], root / "raw" / domain, sham_fraction=syn["sham_fraction"],
-                           matrix=syn[domain]["matrix"], n_slices=syn[domain]["n_slices"])
+        synthesize_dataset(domain, n, syn.seed, root / "raw" / domain, sham_fraction=syn.sham_fraction,
+                           matrix=size.matrix, n_slices=size.n_slices)
         prepared = time.perf_counter()
-        prepare_dataset(root / "raw" / domain, root / "processed" / domain,
-                        clip_percentiles=tuple(prep["clip_percentiles"]), **prep[domain])
+        prepare_dataset(root / "raw" / domain, root / "processed" / domain, clip_percentiles=prep.clip_percentiles,
+                        target_spacing=grid.target_spacing, shape=grid.shape)
         out["synthesize_s"] += prepared - start
         out["prepare_s"] += time.perf_counter() - prepared
         out["cases"] += n
@@ -173,20 +181,17 @@ def tracking_overhead(prepared: Path, model: str = "unet", pairs: int = 4, epoch
 
     from mlflow.tracking import MlflowClient
 
-    from lesionseg.config import TrainConfig
     from lesionseg.tracking.callback import MlflowCallback
     from lesionseg.training.engine import build_loss
     from lesionseg.training.fit import fit
     from lesionseg.training.setup import setup_training
     from lesionseg.training.spec import RunSpec
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"augment"}
-    train = TrainConfig(**{**{k: v for k, v in PARAMS["train"].items() if k in fields},
-                           "epochs": epochs, "device": "cpu", "num_threads": THREADS})
+    train = dataclasses.replace(CONFIG.train, epochs=epochs, device="cpu", num_threads=THREADS)
     ids = sorted(p.stem for p in prepared.glob("*.npz"))
-    n_val = max(2, round(len(ids) * PARAMS["split"]["fractions"][1]))
-    n_train = min(PARAMS["subsets"]["sizes"][0], len(ids) - n_val)
-    spec = RunSpec(stage="finetune", model=model, network=PARAMS["networks"][model], strategy="scratch",
+    n_val = max(2, round(len(ids) * CONFIG.split.fractions[1]))
+    n_train = min(CONFIG.subsets.sizes[0], len(ids) - n_val)
+    spec = RunSpec(stage="finetune", model=model, network=CONFIG.networks.of(model), strategy="scratch",
                    freeze_depth=0, augment=False, sample_size=n_train, prepared_dir=prepared,
                    train_ids=ids[:n_train], val_ids=ids[n_train:n_train + n_val], train=train)
     tmp = Path(tempfile.mkdtemp(prefix="bench_tracking_"))
@@ -240,8 +245,8 @@ def _stage_child() -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench_stage_"))
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
     experiment = mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
-    name = PARAMS["finetune"]["models"][0]
-    model = _model_file(tmp / "model.pt", name, PARAMS["networks"][name], "demo")
+    name = CONFIG.finetune.models[0]
+    model = _model_file(tmp / "model.pt", name, CONFIG.networks.of(name), "demo")
     torch.set_num_threads(THREADS)
     with mlflow.start_run(experiment_id=experiment):
         t0 = time.perf_counter()
@@ -295,10 +300,10 @@ def inference_seconds(size: str = "demo", repeats: int = 3) -> dict[str, float]:
     from lesionseg.inference import Segmenter, predict_files
 
     torch.set_num_threads(THREADS)
-    mouse = PARAMS["synthesize"]["mouse"]
+    mouse = _config(size).synthesize.mouse
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
-    raw = synthesize_dataset("mouse", 1, 0, tmp / "raw", sham_fraction=0.0, n_slices=mouse["n_slices"],
-                             matrix=PAPER["matrix"] if size == "paper" else mouse["matrix"])
+    raw = synthesize_dataset("mouse", 1, 0, tmp / "raw", sham_fraction=0.0, n_slices=mouse.n_slices,
+                             matrix=mouse.matrix)
     scan = next((raw / "imagesTr").glob("*.nii.gz"))
     out = {}
     for name, network in _networks(size).items():

@@ -1,7 +1,9 @@
 """Predicted wall time of `lesionseg study run` on G workers: the DVC DAG list-scheduled with measured or given
-stage times. Demo: this project's dvc.yaml; full: 4 networks x 3 strategies x 5 sizes x 2 aug x 5 repeats.
+stage times. Both DAGs are dvc.yaml's own, as DVC resolves it: the demo with params.yaml (this workspace), the
+full study with params.yaml + params-full.yaml (the paper-scale overrides) in a temporary DVC project.
 
     python benchmarks/schedule.py [--workers 1 2 4 8] [--overhead-s 3] [--finetune-min unetr=45 ...]
+                                  [--sections demo full]
 """
 from __future__ import annotations
 
@@ -9,17 +11,24 @@ import argparse
 import csv
 import heapq
 import json
+import logging
+import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lesionseg.cluster import dependants, stage_graph, stage_name, topological  # noqa: E402
+from lesionseg.config import FULL_STUDY_FILE, ProjectConfig, apply_overrides, load_overrides, load_params  # noqa: E402
 
 # Demo seconds where nothing was measured (shared/ENVIRONMENT.md, 2 threads: pretrain 165 s, fine-tune 86 s).
 DEMO_S = {"synthesize": 20, "prepare": 10, "split": 3, "subsets": 3, "pretrain": 165, "finetune": 86,
           "baseline": 86, "tune": 4 * 40 + 86, "evaluate": 60, "report": 15}
-FULL_MIN = {"data": 5, "pretrain": 60, "tune_x": 8, "evaluate": 60, "report": 2}  # tune = tune_x fine-tunes
+FULL_MIN = {"data": 5, "pretrain": 60, "evaluate": 60, "report": 2}  # GPU minutes per stage of the full study
 FINETUNE_MIN = {"ratlesnetv2": 20, "unet": 10, "dynunet": 25, "unetr": 30}  # GPU minutes per cell
 
 
@@ -58,24 +67,54 @@ def demo_times(graph: dict[str, set[str]]) -> tuple[dict[str, float], int]:
     return times, n
 
 
-def full_study(ft_min: dict[str, float]) -> tuple[dict[str, set[str]], dict[str, float]]:
-    """The paper-scale DAG, one stage per cell and one tune per arm and size, with seconds per stage."""
-    g = {"synthesize": set(), "prepare@source": {"synthesize"}, "prepare@target": {"synthesize"},
-         "split@source": {"prepare@source"}, "split@target": {"prepare@target"}, "subsets": {"split@target"}}
-    t = {s: FULL_MIN["data"] * 60.0 for s in g}
-    for m, minutes in ft_min.items():
-        g[f"pretrain@{m}"], t[f"pretrain@{m}"] = {"split@source"}, FULL_MIN["pretrain"] * 60
-        for s in ("scratch", "partial", "full"):
-            for n in (8, 16, 24, 32, 40):
-                cells = {f"tune@{m}-{s}-{n}": FULL_MIN["tune_x"] * minutes * 60}
-                cells.update({f"finetune@{m}-{s}-{n}-{a}-r{r}": minutes * 60
-                              for a in ("noaug", "aug") for r in range(5)})
-                g.update({c: {"subsets", f"pretrain@{m}"} for c in cells})
-                t.update(cells)
-    g["evaluate"] = {s for s in g if s.startswith(("tune@", "finetune@"))}
-    g["report"] = {"evaluate"}
-    t.update(evaluate=FULL_MIN["evaluate"] * 60, report=FULL_MIN["report"] * 60)
-    return g, t
+def pipeline(params: dict) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """(stage -> the stages it depends on, stage -> its command) of this project's dvc.yaml under ``params``, as
+    DVC resolves it (foreach, matrix, interpolation): dvc.yaml and ``params`` in a temporary DVC project."""
+    from dvc.repo import Repo
+
+    with tempfile.TemporaryDirectory(prefix="schedule-") as tmp:
+        shutil.copy(ROOT / "dvc.yaml", tmp)
+        (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        quiet = logging.getLogger("dvc.repo.init")  # "Initialized DVC repository."
+        level, quiet.level = quiet.level, logging.WARNING
+        try:
+            Repo.init(tmp, no_scm=True).close()
+        finally:
+            quiet.setLevel(level)
+        graph = stage_graph(tmp)
+        with Repo(tmp) as repo:
+            cmds = {stage_name(s): s.cmd for s in repo.index.stages}
+    return graph, cmds
+
+
+def _model(cmd: str) -> str | None:
+    """The ``--model`` argument of a stage's command (finetune, baseline, pretrain), if any."""
+    argv = shlex.split(cmd)
+    return argv[argv.index("--model") + 1] if "--model" in argv else None
+
+
+def tune_cost(cfg: ProjectConfig) -> float:
+    """One tune stage in fine-tunes: ``n_trials`` trials at tune's training budget, then one final fine-tune."""
+    return 1 + cfg.tune.n_trials * cfg.train_for("tune").budget_steps / cfg.train_for("finetune").budget_steps
+
+
+def full_study(ft_min: dict[str, float]) -> tuple[dict[str, set[str]], dict[str, float], float]:
+    """The paper-scale DAG (dvc.yaml under params.yaml + params-full.yaml), seconds per stage from ``ft_min``
+    (GPU minutes per fine-tune cell per network) and FULL_MIN, and the tune cost in fine-tunes."""
+    params = apply_overrides(load_params(ROOT / "params.yaml"), load_overrides(ROOT / FULL_STUDY_FILE))
+    cfg = ProjectConfig(params, f"params.yaml + {FULL_STUDY_FILE}")
+    g, cmds = pipeline(params)
+    tune_x = tune_cost(cfg)
+    t = {}
+    for stage, cmd in cmds.items():
+        kind = stage.split("@")[0]
+        if kind in ("finetune", "baseline"):
+            t[stage] = ft_min[_model(cmd)] * 60
+        elif kind == "tune":
+            t[stage] = tune_x * ft_min[cfg.tune.model] * 60
+        else:
+            t[stage] = FULL_MIN.get(kind, FULL_MIN["data"]) * 60.0
+    return g, t, tune_x
 
 
 def critical_path(g: dict[str, set[str]], t: dict[str, float]) -> tuple[float, list[str]]:
@@ -128,16 +167,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--overhead-s", type=float, default=3.0, help="per task: dvc start, lock, hashing, dvc.lock")
     ap.add_argument("--finetune-min", nargs="*", default=[], metavar="NET=MIN", help="GPU minutes per cell")
+    ap.add_argument("--sections", nargs="+", choices=["demo", "full"], default=["demo", "full"])
     args = ap.parse_args()
-    graph = stage_graph(ROOT)
-    times, n = demo_times(graph)
-    report(f"demo: this dvc.yaml, {n} stages measured, {len(graph) - n} assumed", graph,
-           {s: v + args.overhead_s for s, v in times.items()}, args.workers, 60, "min")
-    ft = {**FINETUNE_MIN, **{k: float(v) for k, v in (a.split("=") for a in args.finetune_min)}}
-    g, t = full_study(ft)
-    report(f"full study: fine-tune GPU min per cell {ft}, tune = {FULL_MIN['tune_x']} fine-tunes", g,
-           {s: v + args.overhead_s for s, v in t.items()}, args.workers + [32, 64], 3600, "h")
-
+    if "demo" in args.sections:
+        graph = stage_graph(ROOT)
+        times, n = demo_times(graph)
+        report(f"demo: this dvc.yaml, {n} stages measured, {len(graph) - n} assumed", graph,
+               {s: v + args.overhead_s for s, v in times.items()}, args.workers, 60, "min")
+    if "full" in args.sections:
+        ft = {**FINETUNE_MIN, **{k: float(v) for k, v in (a.split("=") for a in args.finetune_min)}}
+        g, t, tune_x = full_study(ft)
+        report(f"full study: dvc.yaml with {FULL_STUDY_FILE}; fine-tune GPU min per cell {ft}, "
+               f"tune = {tune_x:.2f} fine-tunes", g, {s: v + args.overhead_s for s, v in t.items()},
+               args.workers + [32, 64], 3600, "h")
 
 if __name__ == "__main__":
     main()

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", default=None, help="join an existing Dask cluster, e.g. tcp://HOST:8786")
     run.add_argument("--project", type=Path, default=Path.cwd())
     run.set_defaults(func=_study_run)
+    full = study.add_parser("full-overrides", help="print the `dvc exp run -S ...` command of params-full.yaml "
+                                                   "(the paper-scale study)")
+    full.add_argument("--name", default="full-study", help="the DVC experiment's name")
+    full.add_argument("--project", type=Path, default=Path.cwd())
+    full.set_defaults(func=_study_full_overrides)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on the project's store (127.0.0.1)")
     ui.add_argument("--port", type=int, default=5000)
@@ -148,6 +153,12 @@ def _study_run(args: argparse.Namespace) -> None:
     from lesionseg.cluster import run_study
 
     run_study(args.project, workers=args.workers, scheduler=args.scheduler).raise_for_failures()
+
+
+def _study_full_overrides(args: argparse.Namespace) -> None:
+    from lesionseg.config import full_study_command
+
+    print(full_study_command(args.project, args.name))
 
 
 def _ui(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+from lesionseg.config import ProjectConfig, load_config
 from lesionseg.errors import ConfigError, LesionsegError
 
 #: Stages (the name before ``@``) that ask for ``resources={"GPU": 1}`` when the workers declare GPUs.
@@ -168,24 +169,35 @@ def threads_per_worker(cores: int, workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
-def train_threads(params: Mapping[str, Any]) -> int | None:
-    """The largest ``num_threads`` any stage trains with: ``train.num_threads`` or a section's ``train:``
-    override (``pretrain.train.num_threads``...); None when params.yaml sets none."""
-    found = [params.get("train", {}).get("num_threads")]
-    found += [sec["train"].get("num_threads") for sec in params.values()
-              if isinstance(sec, dict) and isinstance(sec.get("train"), dict)]
-    found = [int(n) for n in found if isinstance(n, int)]
-    return max(found) if found else None
+TRAINING_STAGES = ("pretrain", "finetune", "tune")
 
 
-def _load_params(repo_root: Path) -> dict[str, Any]:
-    import yaml
+def train_threads(config: ProjectConfig | None) -> int | None:
+    """The largest ``num_threads`` any stage trains with (``ProjectConfig.train_for``: ``train`` merged with
+    the stage's ``train:`` overrides); None without a params file or a ``train`` section."""
+    if config is None:
+        return None
+    found = []
+    for stage in TRAINING_STAGES:
+        try:
+            found.append(config.train_for(stage).num_threads)
+        except ConfigError:  # a pipeline without this stage's section
+            continue
+    if not found:
+        try:
+            found.append(config.train.num_threads)
+        except ConfigError:
+            return None
+    return max(found)
 
+
+def _load_config(repo_root: Path) -> ProjectConfig | None:
+    """The project's typed params.yaml, or None where there is none (a DVC pipeline that is not lesionseg's)."""
     path = repo_root / "params.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    return load_config(path) if path.exists() else None
 
 
-def thread_warnings(params: Mapping[str, Any], workers: int, cores: int) -> list[str]:
+def thread_warnings(config: ProjectConfig | None, workers: int, cores: int) -> list[str]:
     """A warning when ``workers`` training stages at params.yaml's ``num_threads`` oversubscribe ``cores``.
 
     The runner warns instead of changing anything: ``train.num_threads`` is a stage param hashed into
@@ -193,7 +205,7 @@ def thread_warnings(params: Mapping[str, Any], workers: int, cores: int) -> list
     variable that overrides it (training calls ``torch.set_num_threads(train.num_threads)``, which wins over
     OMP_NUM_THREADS). The person picks ``train.num_threads`` for the machine, once.
     """
-    n = train_threads(params)
+    n = train_threads(config)
     if n is None or n * workers <= cores:
         return []
     return [f"train.num_threads={n} x {workers} workers = {n * workers} threads on {cores} cores: training "
@@ -443,12 +455,12 @@ def run_study(repo_root: Path | str, workers: int | None = None, scheduler: str 
     if not todo:
         echo("study: every stage is up to date")
         return StudyResult({}, 0.0, "no cluster")
-    cores, params = cpu_cores(), _load_params(root)
+    cores, config = cpu_cores(), _load_config(root)
     warnings: list[str] = []
     if scheduler is None:
-        workers = workers or max(1, cores // (train_threads(params) or 1))
+        workers = workers or max(1, cores // (train_threads(config) or 1))
         threads = threads or threads_per_worker(cores, workers)
-        warnings = thread_warnings(params, workers, cores)
+        warnings = thread_warnings(config, workers, cores)
     for text in warnings:
         echo(f"warning: {text}")
     logs.mkdir(parents=True, exist_ok=True)

@@ -48,8 +48,8 @@ class TrainConfig:
     arm gets the same ``epochs * iterations_per_epoch`` updates.
     """
 
-    epochs: int = 20
-    iterations_per_epoch: int = 10
+    epochs: int = 10
+    iterations_per_epoch: int = 20
     batch_size: int = 2
     lr: float = 1e-3
     lr_schedule: str = "poly"  # poly (nnU-Net's, power 0.9) | cosine | constant
@@ -299,7 +299,8 @@ class PretrainConfig:
 
     models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
     augment: bool = False
-    train: dict = field(default_factory=dict)  # overrides of `train`
+    train: dict = field(default_factory=lambda: {"epochs": 40, "iterations_per_epoch": 15, "lr": 0.003,
+                                                 "patience_steps": 200})  # overrides of `train`
 
 
 @dataclass(frozen=True)
@@ -309,10 +310,11 @@ class FinetuneConfig:
     source: str = "pretrain"  # `pretrain` (this pipeline's weights) or a checkpoint path
     models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
     strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    sample_sizes: list[int] = field(default_factory=list)
+    sample_sizes: list[int] = field(default_factory=lambda: [16])
     augment: list[str] = field(default_factory=lambda: ["noaug"])
-    partial_freeze_depth: dict = field(default_factory=dict)
-    lr: dict = field(default_factory=dict)  # learning rate per strategy (scratch, partial, full); else train.lr
+    partial_freeze_depth: dict = field(default_factory=lambda: {"ratlesnetv2": 5, "unet": 3, "dynunet": 3,
+                                                                "unetr": 14})
+    lr: dict = field(default_factory=lambda: {"scratch": 0.003, "partial": 0.001, "full": 0.001})  # else train.lr
     train: dict = field(default_factory=dict)
 
     def lr_for(self, strategy: str) -> float | None:
@@ -331,9 +333,9 @@ class FinetuneConfig:
 class BaselineConfig:
     """``baseline``: MONAI networks trained from scratch."""
 
-    models: list[str] = field(default_factory=list)
-    sample_sizes: list[int] = field(default_factory=list)
-    augment: list[str] = field(default_factory=lambda: ["aug"])
+    models: list[str] = field(default_factory=lambda: ["unet"])
+    sample_sizes: list[int] = field(default_factory=lambda: [16])
+    augment: list[str] = field(default_factory=lambda: ["noaug"])
 
 
 @dataclass(frozen=True)
@@ -341,22 +343,22 @@ class TuneConfig:
     """``tune``: the Optuna search of freeze_depth and lr per sample size."""
 
     model: str = "ratlesnetv2"
-    sample_sizes: list[int] = field(default_factory=list, compare=False)  # dvc.yaml's matrix; no study reads it
+    sample_sizes: list[int] = field(default_factory=lambda: [16], compare=False)  # dvc.yaml's matrix only
     repeats: list[int] = field(default_factory=lambda: [0], compare=False)  # which repeats get a tuned arm
-    n_trials: int = 6
+    n_trials: int = 3
     timeout_s: float | None = None
     lr_min: float = 1e-4
     lr_max: float = 1e-2
     tune_augment: bool = False
     pruner: str = "median"  # median | percentile | threshold | none
     pruner_startup_trials: int = 2
-    pruner_warmup_epochs: int = 1
+    pruner_warmup_epochs: int = 2
     pruner_percentile: float = 25.0
     pruner_threshold: float = 0.0  # threshold pruner: prune when val Dice is below this
     sampler_seed: int = 0
     storage: str = "tuning/journal.log"  # a journal file path, or an RDB URL (postgresql+psycopg2://...)
     heartbeat_s: int = 30  # RDB storages: a trial silent this long x3 is failed and retried
-    train: dict = field(default_factory=dict)  # overrides of finetune's training for trials
+    train: dict = field(default_factory=lambda: {"epochs": 3})  # overrides of finetune's training for trials
 
     def __post_init__(self) -> None:
         if not 0 < self.lr_min < self.lr_max:
@@ -377,7 +379,7 @@ class StudyConfig:
     ``repeats`` lists the repeat indices (``[0, 1]`` for R = 2) because dvc.yaml's ``matrix`` needs a list.
     """
 
-    repeats: list[int] = field(default_factory=lambda: [0])
+    repeats: list[int] = field(default_factory=lambda: [0, 1])
 
 
 @dataclass(frozen=True)
@@ -452,3 +454,49 @@ class ProjectConfig:
 def load_config(path: str | Path) -> ProjectConfig:
     """The typed configuration of the params file at ``path``."""
     return ProjectConfig(load_params(path), str(Path(path).name))
+
+
+# --- the paper-scale study: params-full.yaml, overrides of params.yaml ---------------------------------------
+
+FULL_STUDY_FILE = "params-full.yaml"
+
+
+def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with ``overrides`` set leaf by leaf, as ``dvc exp run -S KEY=VALUE`` sets them: nested
+    mappings merge, any other value (a list too) replaces the old one."""
+    merged = dict(params)
+    for key, value in overrides.items():
+        old = merged.get(key)
+        merged[key] = (apply_overrides(old, value) if isinstance(value, Mapping) and isinstance(old, Mapping)
+                       else value)
+    return merged
+
+
+def set_param_args(overrides: Mapping[str, Any]) -> list[str]:
+    """``overrides`` as ``dvc exp run`` arguments: ``-S``, ``KEY=VALUE`` per leaf (VALUE in YAML flow style)."""
+    args: list[str] = []
+    for key, value in flatten(overrides).items():
+        text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+        args += ["-S", f"{key}={text}"]
+    return args
+
+
+def load_overrides(path: str | Path) -> dict[str, Any]:
+    """An overrides file such as params-full.yaml: sections of params.yaml with only the keys it changes."""
+    return load_params(path)
+
+
+def load_full_config(root: str | Path) -> ProjectConfig:
+    """The paper-scale study: ``<root>/params.yaml`` with ``<root>/params-full.yaml`` applied."""
+    root = Path(root)
+    params = apply_overrides(load_params(root / "params.yaml"), load_overrides(root / FULL_STUDY_FILE))
+    return ProjectConfig(params, f"params.yaml + {FULL_STUDY_FILE}")
+
+
+def full_study_command(root: str | Path, name: str = "full-study") -> str:
+    """The shell command that runs the paper-scale study as a DVC experiment: ``dvc exp run -n NAME`` with one
+    ``-S`` per key of ``<root>/params-full.yaml`` (``lesionseg study full-overrides`` prints it)."""
+    import shlex
+
+    args = ["dvc", "exp", "run", "-n", name, *set_param_args(load_overrides(Path(root) / FULL_STUDY_FILE))]
+    return " ".join(shlex.quote(a) for a in args)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lesionseg.config import ProjectConfig
 from lesionseg.cluster import (StudyFailed, downstream_closure, log_name, plan_study, run_study, stage_graph,
                                stale_stages, thread_warnings, threads_per_worker)
 
@@ -100,9 +101,14 @@ def test_plan_reads_graph_and_stale_stages_from_dvc(tmp_path):
 
 def test_threads_share_the_cores():
     assert threads_per_worker(16, 4) == 4 and threads_per_worker(2, 4) == 1
-    assert thread_warnings({"train": {"num_threads": 2}}, 2, 4) == []
-    warning = thread_warnings({"train": {"num_threads": 2}, "tune": {"train": {"num_threads": 4}}}, 2, 4)
+    assert thread_warnings(ProjectConfig({"train": {"num_threads": 2}}), 2, 4) == []
+    assert thread_warnings(None, 8, 2) == []  # no params.yaml: nothing to warn about
+    stages = {"train": {"num_threads": 2}, "pretrain": {}, "finetune": {}}
+    warning = thread_warnings(ProjectConfig({**stages, "tune": {"train": {"num_threads": 4}}}), 2, 4)
     assert "train.num_threads=4 x 2 workers" in warning[0] and "set train.num_threads to 2" in warning[0]
+    # the same rule the stages train with: tune inherits finetune's overrides (ProjectConfig.train_for)
+    warning = thread_warnings(ProjectConfig({**stages, "finetune": {"train": {"num_threads": 3}}, "tune": {}}), 2, 4)
+    assert "train.num_threads=3 x 2 workers" in warning[0]
 
 
 def test_study_run_matches_serial_repro_and_overlaps_independent_stages(tmp_path):
@@ -194,3 +200,25 @@ def test_joins_a_running_scheduler_and_gpu_stages_take_one_gpu_each(tmp_path):
     ft_a, ft_b, prep = _span(root, "ft-a"), _span(root, "ft-b"), _span(root, "prep")
     assert not _overlap(ft_a, ft_b), f"two GPU stages shared the one GPU: {ft_a} {ft_b}"
     assert _overlap(prep, ft_a) or _overlap(prep, ft_b), "the data stage did not run beside a GPU stage"
+
+
+def test_schedule_builds_the_full_study_from_dvc_yaml():
+    """benchmarks/schedule.py's full-study DAG is dvc.yaml under params.yaml + params-full.yaml: one stage per
+    matrix cell DVC would run (25 tune stages for 5 sizes x 5 repeats, not one per arm)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import schedule
+
+    from lesionseg.config import load_full_config
+
+    cfg = load_full_config(schedule.ROOT)
+    graph, times, tune_x = schedule.full_study(schedule.FINETUNE_MIN)
+    kinds = [stage.split("@")[0] for stage in graph]
+    assert kinds.count("tune") == len(cfg.tune.sample_sizes) * len(cfg.tune.repeats) == 25
+    assert kinds.count("finetune") == (len(cfg.finetune.models) * len(cfg.finetune.strategies)
+                                       * len(cfg.finetune.sample_sizes) * len(cfg.finetune.augment)
+                                       * len(cfg.study.repeats))
+    assert kinds.count("pretrain") == len(cfg.pretrain.models) and "baseline" not in kinds
+    assert graph["report"] >= {"evaluate"} and set(times) == set(graph)
+    assert tune_x == 1 + cfg.tune.n_trials * cfg.train_for("tune").budget_steps / cfg.train_for("finetune").budget_steps
+    unetr = next(s for s in graph if s.startswith("finetune@unetr-"))
+    assert times[unetr] == schedule.FINETUNE_MIN["unetr"] * 60

@@ -78,3 +78,72 @@ def test_stage_train_overrides_merge_on_top_of_train():
     assert (tune.epochs, tune.lr) == (4, 0.002)  # tune on top of finetune on top of train
     with pytest.raises(ConfigError, match="missing section 'subsets'"):
         cfg.subsets
+
+
+# --- one set of defaults: params.yaml ------------------------------------------------------------------------
+# Sections whose every key has a default: built from defaults they equal params.yaml's. Left out: data (None means
+# "this stage was not given that role"), synthesize/prepare/split/subsets/networks (required keys, per-domain
+# sizes), report (its comparisons are declarations, made in params.yaml only).
+DEFAULTED = ("train", "pretrain", "finetune", "baseline", "tune", "study", "evaluate", "promote")
+
+
+@pytest.mark.parametrize("name", DEFAULTED)
+def test_dataclass_defaults_are_params_yaml(name):
+    import dataclasses
+
+    from conftest import ROOT
+    from lesionseg.config import SECTIONS, ProjectConfig
+
+    loaded = getattr(ProjectConfig(load_params(ROOT / "params.yaml")), name)
+    defaults = SECTIONS[name]()
+    differ = {f.name: (getattr(defaults, f.name), getattr(loaded, f.name)) for f in dataclasses.fields(defaults)
+              if getattr(defaults, f.name) != getattr(loaded, f.name)}
+    assert not differ, f"{name}: dataclass default vs params.yaml {differ}; params.yaml is the source"
+
+
+# --- the paper-scale study: params-full.yaml -----------------------------------------------------------------
+
+
+def test_full_study_overrides_only_keys_params_yaml_has():
+    from conftest import ROOT
+    from lesionseg.config import FULL_STUDY_FILE, load_overrides
+
+    params, overrides = load_params(ROOT / "params.yaml"), load_overrides(ROOT / FULL_STUDY_FILE)
+    unknown = [key for key in flatten(overrides) if not _has(params, key.split("."))]
+    assert not unknown, f"{FULL_STUDY_FILE} sets keys params.yaml does not have (a typo?): {unknown}"
+
+
+def _has(params, parts) -> bool:
+    node = params
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def test_full_study_command_sets_exactly_params_full_yaml():
+    """The printed `dvc exp run -S` lines, applied as DVC applies them, give load_full_config's configuration."""
+    import shlex
+
+    import yaml
+
+    from conftest import ROOT
+    from lesionseg.config import ProjectConfig, apply_overrides, full_study_command, load_full_config
+
+    argv = shlex.split(full_study_command(ROOT))
+    assert argv[:5] == ["dvc", "exp", "run", "-n", "full-study"]
+    params = load_params(ROOT / "params.yaml")
+    for flag, assignment in zip(argv[5::2], argv[6::2]):
+        assert flag == "-S"
+        key, _, text = assignment.partition("=")
+        value = yaml.safe_load(text)  # as `dvc exp run -S` parses a value
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        params = apply_overrides(params, value)
+    full = load_full_config(ROOT)
+    for name in ("synthesize", "prepare", "networks", "train", "study", "pretrain", "finetune", "baseline", "tune"):
+        assert getattr(ProjectConfig(params), name) == getattr(full, name), name
+    assert full.train.budget_steps == 250 * 50 and full.study.repeats == [0, 1, 2, 3, 4]
+    # lists replace, mappings merge
+    assert apply_overrides({"a": {"b": [1, 2], "c": 1}}, {"a": {"b": [3]}}) == {"a": {"b": [3], "c": 1}}
