@@ -11,15 +11,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 import yaml
 
+from lesionseg.arm import ARM_STRATEGIES, Arm
 from lesionseg.errors import ConfigError
 
 T = TypeVar("T")
 
-STRATEGIES = ("scratch", "partial", "full")
+STRATEGIES = ("scratch", "partial", "full")  # how a network is trained; an arm may also be tuned
 LOSSES = ("dice", "dicece")
 LR_SCHEDULES = ("poly", "cosine", "constant")
 
@@ -55,7 +56,8 @@ class TrainConfig:
     lr_schedule: str = "poly"  # poly (nnU-Net's, power 0.9) | cosine | constant
     weight_decay: float = 3e-5
     loss: str = "dicece"
-    patience_steps: int = 100  # stop when validation Dice has not improved for this many steps
+    patience_steps: int = 100  # stop when the smoothed validation Dice has not improved for this many steps
+    val_ema: float = 0.9  # checkpoint choice and patience on an EMA of validation Dice (nnU-Net's 0.9); 0 = raw
     lesion_fraction: float = 0.75  # share of drawn training cases that hold a lesion (when both kinds exist)
     seed: int = 0
     num_threads: int = 2
@@ -75,6 +77,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1; fix params.yaml")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0; fix params.yaml")
+        if not 0 <= self.val_ema < 1:
+            raise ConfigError(f"train.val_ema={self.val_ema} must be in [0, 1); fix params.yaml")
         if not 0 <= self.lesion_fraction <= 1:
             raise ConfigError(f"train.lesion_fraction={self.lesion_fraction} must be in [0, 1]; fix params.yaml")
 
@@ -149,7 +153,7 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     try:
         params = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: not found; run from the project root or pass --params") from None
+        raise ConfigError(f"{path}: not found; run from the project root or pass --project DIR") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -309,24 +313,28 @@ class FinetuneConfig:
 
     source: str = "pretrain"  # `pretrain` (this pipeline's weights) or a checkpoint path
     models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
-    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
-    sample_sizes: list[int] = field(default_factory=lambda: [16])
+    strategies: list[str] = field(default_factory=lambda: ["scratch", "full"])
+    sample_sizes: list[int] = field(default_factory=lambda: [4, 8, 16])
     augment: list[str] = field(default_factory=lambda: ["noaug"])
-    partial_freeze_depth: dict = field(default_factory=lambda: {"ratlesnetv2": 5, "unet": 3, "dynunet": 3,
-                                                                "unetr": 14})
-    lr: dict = field(default_factory=lambda: {"scratch": 0.003, "partial": 0.001, "full": 0.001})  # else train.lr
+    # per strategy, what only its cells read (so dvc.yaml makes each cell depend on its own strategy's block):
+    # the learning rate (else train.lr) and, for partial, how many blocks of each network stay frozen
+    arms: dict = field(default_factory=lambda: {
+        "scratch": {"lr": 0.003}, "full": {"lr": 0.001},
+        "partial": {"lr": 0.001, "freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14}}})
     train: dict = field(default_factory=dict)
 
     def lr_for(self, strategy: str) -> float | None:
         """The declared learning rate of ``strategy``, or None (then ``train.lr`` applies)."""
-        return float(self.lr[strategy]) if strategy in self.lr else None
+        lr = self.arms.get(strategy, {}).get("lr")
+        return None if lr is None else float(lr)
 
     def freeze_depth(self, model: str) -> int:
-        """``partial_freeze_depth`` of ``model``."""
-        if model not in self.partial_freeze_depth:
-            raise ConfigError(f"params.yaml: finetune.partial_freeze_depth.{model} is missing; "
+        """How many blocks of ``model`` partial fine-tuning keeps frozen."""
+        depths = self.arms.get("partial", {}).get("freeze_depth", {})
+        if model not in depths:
+            raise ConfigError(f"params.yaml: finetune.arms.partial.freeze_depth.{model} is missing; "
                               "set how many blocks to freeze")
-        return int(self.partial_freeze_depth[model])
+        return int(depths[model])
 
 
 @dataclass(frozen=True)
@@ -390,22 +398,68 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ArmRef:
+    """An arm as a declared comparison names it; ``augment`` left out (None) means "within each of the
+    study's augmentation settings"."""
+
+    model: str
+    strategy: str
+    augment: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ARM_STRATEGIES:
+            raise ConfigError(f"report.comparisons: strategy={self.strategy!r} is not one of {ARM_STRATEGIES}")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``{treatment: ARM, control: ARM}``: run at every sample size where both arms have models."""
+
+    treatment: ArmRef
+    control: ArmRef
+
+    def within(self, augments: Sequence[bool]) -> list[tuple[Arm, Arm]]:
+        """The (treatment, control) arm pairs, one per augmentation setting when neither arm fixes one."""
+        t, c = self.treatment, self.control
+        settings = [(t.augment, c.augment)] if t.augment is not None or c.augment is not None else \
+            [(a, a) for a in augments]
+        return [(Arm(t.model, t.strategy, bool(c.augment if ta is None else ta)),
+                 Arm(c.model, c.strategy, bool(t.augment if ca is None else ca))) for ta, ca in settings]
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """``report``: the comparisons, declared before any result, and the test's level."""
 
     comparisons: list[dict] = field(default_factory=list)  # [{treatment: ARM, control: ARM}], at every n
     alpha: float = 0.05  # after Holm's correction across all comparisons
-    seed: int = 0  # bootstrap seed
+    equivalence_margin: float = 0.03  # Dice; "equivalent" when the adjusted CI lies inside +-margin
+
+    def __post_init__(self) -> None:
+        self.declared()  # a malformed comparison fails when the section is read, not at the end of a study
+
+    def declared(self) -> list[Comparison]:
+        """The comparisons as values."""
+        if not all(isinstance(c, Mapping) for c in self.comparisons):
+            raise ConfigError("report.comparisons: each item must be {treatment: {model, strategy}, control: {...}}")
+        return [from_mapping(Comparison, c, f"report.comparisons[{i}]") for i, c in enumerate(self.comparisons)]
 
 
 @dataclass(frozen=True)
 class PromoteConfig:
     """``promote``: when a candidate replaces the champion."""
 
-    alpha: float = 0.05  # one-sided paired Wilcoxon: candidate's per-case Dice greater than the champion's
+    alpha: float = 0.05  # one-sided paired Wilcoxon: candidate's per-case Dice greater than the champion's;
+    # the acceptance cohort needs more than log2(1 / alpha) lesion scans (5 at 0.05, 7 at 0.01) or promote refuses
     min_dice_gain: float = 0.0  # mean Dice must rise by more than this
     hd95_margin_mm: float = 0.5  # mean HD95 may not get worse by more than this
-    min_dice_first: float = 0.0  # with no champion yet, the candidate needs at least this mean Dice
+    min_dice_first: float = 0.5  # with no champion yet, the candidate needs at least this mean lesion Dice
+
+    def __post_init__(self) -> None:
+        if not self.alpha > 0:
+            raise ConfigError(f"promote.alpha={self.alpha} must be > 0; fix params.yaml")
+        if not 0 <= self.min_dice_first <= 1:
+            raise ConfigError(f"promote.min_dice_first={self.min_dice_first} must be in [0, 1]; fix params.yaml")
 
 
 SECTIONS: dict[str, Any] = {

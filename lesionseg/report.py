@@ -1,9 +1,11 @@
-"""The study report: per-case native-space test results over repeats -> summary, pre-declared paired tests
-with Holm's correction, a mixed model, figures and a generated README.
+"""The study report: per-case native-space test results of every trained model -> per-arm summary, the
+pre-declared comparisons with run-level inference and four verdicts, volumetry per trained model, figures and a
+generated README.
 
-Input: the evaluate stage's per-case CSVs (``metrics/test/<name>.csv``) and each model's ``run.json``.
-The comparisons are declared in params.yaml (``report.comparisons``) before any result exists; nothing here
-picks an arm by its test numbers.
+Input: the evaluate stage's per-case CSVs (``metrics/test/<name>.csv``) and each model's ``run.json``, whose
+arm fields (model, strategy, freeze_depth, augment) say what it is; nothing is read from directory names. The
+comparisons are declared in params.yaml (``report.comparisons``) before any result exists; nothing here picks
+an arm by its test numbers.
 """
 from __future__ import annotations
 
@@ -15,30 +17,37 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lesionseg.arm import ARM_COLUMNS, Arm  # noqa: E402
+from lesionseg.config import Comparison  # noqa: E402
 from lesionseg.data.io import atomic_path, read_json, write_json, write_text  # noqa: E402
-from lesionseg.evaluation.statistics import (bootstrap_mean_ci, compare_declared, mixed_model,  # noqa: E402
-                                             per_case_over_repeats)
-from lesionseg.evaluation.summary import summarize_over_repeats  # noqa: E402
+from lesionseg.evaluation.statistics import compare_arms  # noqa: E402
+from lesionseg.evaluation.summary import VOLUME_KEYS, sham_volume, summarize, volume_agreement  # noqa: E402
 
-CELL = ["arm", "sample_size"]
+CELL = [*ARM_COLUMNS, "sample_size"]
+MODEL = [*CELL, "repeat"]
+TRANSFER = ("partial", "full", "tuned")
+VOLUMETRY = [k for k in VOLUME_KEYS if k != "n_lesion"]  # per trained model, lesion scans only
+SUMMARY_COLUMNS = ["arm", *CELL, "freeze_depth", "n_repeats", "n_converged", "budget_steps", "dice_lesion_mean",
+                   "dice_lesion_sd_between_models", "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate",
+                   "hd95_mm_mean", *VOLUMETRY, "volume_icc_sd_between_models", "n_lesion_cases", "n_sham_scans",
+                   "val_dice_mean"]
 
 
 @dataclass(frozen=True)
 class Evaluated:
-    """One evaluated model: its identity (from run.json), per-case table and training history."""
+    """One evaluated model: its arm and run record (run.json), per-case table and training history."""
 
     name: str
     info: Mapping
     per_case: pd.DataFrame
     history: pd.DataFrame | None
 
-
-def arm_of(info: Mapping, tuned: bool) -> str:
-    """The arm a run belongs to: ``model/strategy/aug`` (``model/tuned/...`` for a tuned run)."""
-    strategy = "tuned" if tuned else info["strategy"]
-    return f"{info['model']}/{strategy}/{'aug' if info['augment'] else 'noaug'}"
+    @property
+    def arm(self) -> Arm:
+        return Arm.from_fields(self.info)
 
 
 def collect(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]]) -> list[Evaluated]:
@@ -56,69 +65,76 @@ def collect(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]]) -> 
 
 
 def long_table(evaluated: Sequence[Evaluated]) -> pd.DataFrame:
-    """One row per model x repeat x test case, with its arm, sample size, repeat and convergence."""
+    """One row per trained model x test case: the arm's fields, its label, sample size, repeat, convergence."""
     frames = []
     for ev in evaluated:
         info = ev.info
-        frames.append(ev.per_case.assign(arm=arm_of(info, ev.name.startswith("tuned-")),
-                                         sample_size=int(info["sample_size"]), repeat=int(info.get("repeat", 0)),
-                                         converged=bool(info.get("converged", False)), name=ev.name,
-                                         val_dice=float(info["best_val_dice"]),
+        frames.append(ev.per_case.assign(**ev.arm.fields(), arm=ev.arm.label, sample_size=int(info["sample_size"]),
+                                         repeat=int(info.get("repeat", 0)), converged=bool(info.get("converged")),
+                                         name=ev.name, val_dice=float(info["best_val_dice"]),
                                          budget_steps=int(info.get("budget_steps", 0))))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def summary_table(cases: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
-    """One row per arm x sample size, over repeats: named metrics averaged over repeats (CIs and volume
-    agreement count each scan once), the Dice of each case averaged over repeats with a BCa CI over cases,
-    and the between-repeat SD."""
+def model_table(cases: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained model: its named test metrics and its volume agreement on lesion scans."""
     rows = []
-    for (arm, n), cell in cases.groupby(CELL, sort=True):
-        named = summarize_over_repeats(cell)
-        lesion = cell[cell["group"] == "MCAo"]
-        per_case = lesion.groupby("case_id")["dice"].mean()
-        low, high = bootstrap_mean_ci(per_case.to_numpy(), seed=seed)
-        repeats = cell.groupby("repeat")
-        rows.append({"arm": arm, "sample_size": n, "n_repeats": repeats.ngroups,
-                     "converged": f"{int(repeats['converged'].first().sum())}/{repeats.ngroups}",
-                     "budget_steps": int(cell["budget_steps"].max()),
-                     "dice_lesion_mean": named["dice_lesion"], "dice_lesion_ci_low": low, "dice_lesion_ci_high": high,
-                     "dice_lesion_between_repeat_sd": float(repeats.apply(
-                         lambda r: r.loc[r["group"] == "MCAo", "dice"].mean()).std()),
-                     "sham_fp_rate": named["sham_fp_rate"], "sham_fp_ci_low": named["sham_fp_ci_low"],
-                     "sham_fp_ci_high": named["sham_fp_ci_high"], "detection_rate": named["detection_rate"],
-                     "hd95_mm_mean": named["hd95_mm"], "volume_error_mm3_mean": named["volume_error_mm3"],
-                     "volume_bias_mm3": named["volume_bias_mm3"], "volume_icc": named["volume_icc"],
-                     "n_lesion_cases": int(per_case.size), "n_sham_scans": named["n_sham"],
-                     "val_dice_mean": float(repeats["val_dice"].first().mean())})
+    for key, scans in cases.groupby([*MODEL, "freeze_depth"], sort=True):
+        named, volumes = summarize(scans), volume_agreement(scans)
+        rows.append({**dict(zip([*MODEL, "freeze_depth"], key)), "arm": scans["arm"].iloc[0],
+                     "converged": bool(scans["converged"].iloc[0]), "budget_steps": int(scans["budget_steps"].max()),
+                     "val_dice": float(scans["val_dice"].iloc[0]), "dice_lesion": named["dice_lesion"],
+                     "sham_fp_rate": named["sham_fp_rate"], "detection_rate": named["detection_rate"],
+                     "hd95_mm": named["hd95_mm"], "n_lesion": named["n_lesion"], "n_sham": named["n_sham"],
+                     "sham_fp_volume_mm3": sham_volume(scans)["sham_fp_volume_mean_mm3"],
+                     **{k: volumes[k] for k in VOLUMETRY}})
     return pd.DataFrame(rows)
 
 
-def declared(comparisons: Sequence[Mapping], sizes: Sequence[int],
-             augments: Sequence[str] = ("noaug",)) -> list[tuple[str, str, int]]:
-    """Each declared ``{treatment, control}`` at every sample size of the study. An arm written
-    ``MODEL/STRATEGY`` (no augmentation part) is compared within each augmentation setting of the study."""
-    out = []
-    for c in comparisons:
-        treatment, control = c["treatment"], c["control"]
-        pairs = ([(f"{treatment}/{a}", f"{control}/{a}") for a in augments]
-                 if treatment.count("/") == 1 and control.count("/") == 1 else [(treatment, control)])
-        out += [(t, k, int(n)) for t, k in pairs for n in sorted(set(sizes))]
-    return out
+def summary_table(models: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm x sample size: each metric computed per trained model, then averaged over the models
+    (never over averaged predictions); ``n_converged`` of ``n_repeats`` models converged."""
+    rows = []
+    for key, cell in models.groupby(CELL, sort=True):
+        depths = cell["freeze_depth"].unique()
+        rows.append({**dict(zip(CELL, key)), "arm": cell["arm"].iloc[0],
+                     "freeze_depth": int(depths[0]) if len(depths) == 1 else np.nan,  # a tuned arm's may differ
+                     "n_repeats": int(len(cell)), "n_converged": int(cell["converged"].sum()),
+                     "budget_steps": int(cell["budget_steps"].max()),
+                     "dice_lesion_mean": cell["dice_lesion"].mean(),
+                     "dice_lesion_sd_between_models": cell["dice_lesion"].std(ddof=1) if len(cell) > 1 else np.nan,
+                     "sham_fp_rate": cell["sham_fp_rate"].mean(),
+                     "sham_fp_volume_mm3_mean": cell["sham_fp_volume_mm3"].mean(),
+                     "detection_rate": cell["detection_rate"].mean(), "hd95_mm_mean": cell["hd95_mm"].mean(),
+                     **cell[VOLUMETRY].mean().to_dict(),
+                     "volume_icc_sd_between_models": cell["volume_icc"].std(ddof=1) if len(cell) > 1 else np.nan,
+                     "n_lesion_cases": int(cell["n_lesion"].max()),
+                     "n_sham_scans": int(cell["n_sham"].max()), "val_dice_mean": cell["val_dice"].mean()})
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Mapping], *, alpha: float, seed: int) -> pd.DataFrame:
-    """Two-sided paired Wilcoxon per declared comparison on lesion cases' Dice averaged over repeats, Holm
-    across all of them, and the paired mean difference with a BCa CI over cases."""
+def declared_pairs(comparisons: Sequence[Comparison], augments: Sequence[bool]) -> list[tuple[Arm, Arm]]:
+    """Each declared comparison as (treatment, control) arms, within each augmentation setting of the study."""
+    return [pair for c in comparisons for pair in c.within(augments)]
+
+
+def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Comparison], *, alpha: float,
+                 margin: float) -> pd.DataFrame:
+    """The declared comparisons on lesion-scan Dice at every sample size where both arms were trained:
+    run-level inference (:func:`compare_arms`: trained models and cases crossed), Holm p, Bonferroni-adjusted
+    CIs and a verdict in {better, worse, equivalent, inconclusive} (``skipped`` when an arm is missing)."""
     lesion = cases[cases["group"] == "MCAo"]
-    per_case = per_case_over_repeats(lesion, value="dice", by=CELL)
-    augments = sorted(set(cases["arm"].str.rsplit("/", n=1).str[1]), reverse=True)  # noaug first
-    return compare_declared(per_case, declared(comparisons, cases["sample_size"].unique(), augments),
-                            value="dice", alpha=alpha, seed=seed)
+    augments = sorted(cases["augment"].unique()) if len(cases) else [False]
+    pairs = declared_pairs(comparisons, augments)
+    tests = compare_arms(lesion, [(t.label, c.label) for t, c in pairs], value="dice", alpha=alpha, margin=margin,
+                         sample_sizes=sorted(cases["sample_size"].unique()) if len(cases) else [])
+    arms = {a.label: a for pair in pairs for a in pair}
+    tests["treatment_strategy"] = [arms[t].strategy for t in tests["treatment"]]
+    return tests
 
 
-def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float) -> list[str]:
-    """Generated sentences: every declared comparison, significant only after Holm's correction."""
+def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float, margin: float) -> list[str]:
+    """Generated sentences: how the study was run, then each declared comparison's verdict."""
     if summary.empty:
         return ["No model has been evaluated yet, so the report makes no comparison."]
     budget = int(summary["budget_steps"].max())
@@ -126,116 +142,150 @@ def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float) -> lis
     counted = (f"each cell was repeated {int(repeats.iloc[0])} times" if repeats.nunique() == 1 else
                "repeats differ by arm (" + ", ".join(f"{arm} R = {int(r)}" for arm, r in repeats.items()) + ")")
     out = [f"Every arm trained for at most {budget} optimizer steps; {counted}, each repeat with its own seed and "
-           "subset draw; test Dice is over lesion scans, averaged per case over repeats."]
+           f"subset draw. Comparisons treat trained models and test cases as crossed sources of variation; CIs "
+           f"are Bonferroni-adjusted over the {int((tests['verdict'] != 'skipped').sum()) if len(tests) else 0} "
+           f"comparisons tested, p-values Holm-adjusted, alpha {alpha}, equivalence margin +-{margin} Dice."]
     for _, t in tests.iterrows():
-        if t["direction"] == "skipped":
-            out.append(f"{t['comparison']}: {t['note']}.")
-            continue
-        transfer = t["treatment"].split("/")[1] in ("partial", "full", "tuned")
-        verdict = {"better": "significantly better",
-                   "worse": "significantly worse (negative transfer)" if transfer else "significantly worse"}.get(
-                       t["direction"], "no significant difference")
-        out.append(f"{t['treatment']} vs {t['control']} at n={t['sample_size']}: paired mean Dice difference "
-                   f"{t['mean_diff']:+.3f} [{t['diff_ci_low']:+.3f}, {t['diff_ci_high']:+.3f}] over {int(t['n_cases'])} "
-                   f"lesion cases, Wilcoxon p = {t['p_value']:.3g}, Holm p = {t['p_holm']:.3g} (alpha {alpha}): {verdict}.")
-    if summary["arm"].str.contains("/tuned/").any():
+        out.append(_comparison_sentence(t))
+    if (summary["strategy"] == "tuned").any():
         out.append("The tuned arm had an Optuna search of freeze_depth and lr at its size; the other arms used the "
                    "declared per-strategy learning rates, i.e. they did not get the same tuning budget.")
-    unconverged = summary[summary["converged"].str.split("/").str[0] != summary["n_repeats"].astype(str)]
-    for _, row in unconverged.iterrows():
-        out.append(f"{row['arm']} at n={row['sample_size']} converged in {row['converged']} repeats at this budget.")
+    for _, row in summary[summary["n_converged"] < summary["n_repeats"]].iterrows():
+        out.append(f"{row['arm']} at n={row['sample_size']}: {int(row['n_converged'])} of {int(row['n_repeats'])} "
+                   "models converged at this budget.")
     return out
 
 
+def _comparison_sentence(t: pd.Series) -> str:
+    head = f"{t['treatment']} vs {t['control']} at n={t['sample_size']}"
+    if t["verdict"] == "skipped":
+        return f"{head}: {t['note']}."
+    verdict = "worse (negative transfer)" if t["verdict"] == "worse" and t["treatment_strategy"] in TRANSFER \
+        else t["verdict"]
+    return (f"{head}: Dice difference {t['estimate']:+.3f}, adjusted CI [{t['ci_low_adj']:+.3f}, "
+            f"{t['ci_high_adj']:+.3f}], Holm p = {t['p_holm']:.3g}; {int(t['n_repeats_paired'])} paired models, "
+            f"{int(t['n_cases'])} lesion scans; detectable with 80% power: {t['mdd_80']:.3f}: **{verdict}**.")
+
+
 def build_report(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]], out_dir: str | Path, *,
-                 comparisons: Sequence[Mapping], alpha: float = 0.05, seed: int = 0) -> dict:
-    """Write summary.csv, paired_tests.csv, mixed_model.csv, learning_curve.csv (for `dvc plots`), the
-    figures, README.md and headline.json into ``out_dir``; returns the headline and the findings."""
+                 comparisons: Sequence[Comparison], alpha: float = 0.05, margin: float = 0.03) -> dict:
+    """Write summary.csv, models.csv, paired_tests.csv, learning_curve.csv (for `dvc plots`), the figures,
+    README.md and headline.json into ``out_dir``; returns the headline and the findings."""
     out_dir = Path(out_dir)
     evaluated = collect(metrics_dir, model_dirs)
     cases = long_table(evaluated)
-    summary = summary_table(cases, seed=seed) if len(cases) else pd.DataFrame(columns=["arm", "sample_size"])
-    tests = paired_tests(cases, comparisons, alpha=alpha, seed=seed) if len(cases) else pd.DataFrame()
-    model = _mixed_model(cases, comparisons)
-    _write_tables(out_dir, summary, tests, model)
-    figures = _figures(evaluated, summary, out_dir) if evaluated else {}
-    sentences = findings(summary, tests, alpha=alpha)
-    write_text(out_dir / "README.md", readme(summary, tests, model, sentences, figures))
-    headline = headline_metrics(summary)
+    models = model_table(cases) if len(cases) else pd.DataFrame()
+    summary = summary_table(models) if len(models) else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    tests = paired_tests(cases, comparisons, alpha=alpha, margin=margin) if len(cases) else pd.DataFrame()
+    _write_tables(out_dir, summary, models, tests)
+    figures = _figures(evaluated, models, summary, tests, margin, out_dir) if evaluated else {}
+    sentences = findings(summary, tests, alpha=alpha, margin=margin)
+    write_text(out_dir / "README.md", readme(summary, tests, sentences, figures))
+    headline = headline_metrics(summary, tests)
     write_json(out_dir / "headline.json", headline)
     return {"headline": headline, "findings": sentences, "figures": figures}
 
 
-def _mixed_model(cases: pd.DataFrame, comparisons: Sequence[Mapping]):
-    """The secondary analysis, with the first declared control arm (if present) as the reference."""
-    if cases.empty:
-        return None
-    lesion = cases[cases["group"] == "MCAo"]
-    controls = [c["control"] for c in comparisons if c["control"] in set(lesion["arm"])]
-    return mixed_model(lesion, value="dice", reference=controls[0] if controls else None)
-
-
-def _write_tables(out_dir: Path, summary: pd.DataFrame, tests: pd.DataFrame, model) -> None:
+def _write_tables(out_dir: Path, summary: pd.DataFrame, models: pd.DataFrame, tests: pd.DataFrame) -> None:
     write_text(out_dir / "summary.csv", summary.to_csv(index=False, float_format="%.6g"))
+    write_text(out_dir / "models.csv", models.to_csv(index=False, float_format="%.6g"))
     write_text(out_dir / "paired_tests.csv", tests.to_csv(index=False, float_format="%.6g"))
-    table = model.table if model is not None else pd.DataFrame()
-    write_text(out_dir / "mixed_model.csv", table.to_csv(index=False, float_format="%.6g"))
-    curve = summary[["arm", "sample_size", "dice_lesion_mean", "hd95_mm_mean"]] if len(summary) else summary
-    write_text(out_dir / "learning_curve.csv", curve.to_csv(index=False, float_format="%.6g")
-               if len(summary) else "arm,sample_size,dice_lesion_mean,hd95_mm_mean\n")
+    curve = summary[["arm", "sample_size", "dice_lesion_mean", "hd95_mm_mean"]]
+    write_text(out_dir / "learning_curve.csv", curve.to_csv(index=False, float_format="%.6g"))
 
 
-def readme(summary: pd.DataFrame, tests: pd.DataFrame, model, sentences: Sequence[str],
-           figures: Mapping[str, str]) -> str:
-    """The report as Markdown: findings, the table, the paired tests, the mixed model, the figures."""
-    columns = ["arm", "sample_size", "n_repeats", "converged", "dice_lesion_mean", "dice_lesion_ci_low",
-               "dice_lesion_ci_high", "dice_lesion_between_repeat_sd", "sham_fp_rate", "detection_rate",
-               "hd95_mm_mean", "volume_error_mm3_mean", "volume_icc", "val_dice_mean"]
+def readme(summary: pd.DataFrame, tests: pd.DataFrame, sentences: Sequence[str], figures: Mapping[str, str]) -> str:
+    """The report as Markdown: findings, the arms, the comparisons, the figures."""
+    columns = ["arm", "sample_size", "n_repeats", "n_converged", "dice_lesion_mean", "dice_lesion_sd_between_models",
+               "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate", "hd95_mm_mean", "volume_icc",
+               "volume_bias_mm3", "volume_loa_low_mm3", "volume_loa_high_mm3", "val_dice_mean"]
     parts = ["# lesionseg study report", "", "Generated by the `report` stage from native-space test evaluations. "
-             "Metric definitions: README, \"Metrics\".", "", "## Findings", "", *[f"- {s}" for s in sentences], "",
-             "## Arms (test split, over repeats)", "",
-             summary[columns].round(3).to_markdown(index=False) if len(summary) else "(no evaluated models)", ""]
+             "Metric definitions and the statistics: README, \"Metrics\" and \"The study's verdict\".", "",
+             "## Findings", "", *[f"- {s}" for s in sentences], "",
+             "## Arms (test split; each metric per trained model, then the mean over models)", "",
+             summary[columns].round(3).to_markdown(index=False) if len(summary) else "(no evaluated models)", "",
+             "Volume agreement (ICC(2,1), Bland-Altman bias and limits) is computed per trained model on lesion "
+             "scans only, then averaged over the arm's models; shams are reported apart (false-positive volume).", ""]
     if len(tests):
-        parts += ["## Pre-declared comparisons (two-sided paired Wilcoxon on lesion Dice averaged over repeats; "
-                  "Holm across all)", "", tests.round(4).to_markdown(index=False), ""]
-    if model is not None:
-        parts += [f"## Secondary: mixed model `{model.formula}`, random intercept per case", "",
-                  model.table.round(4).to_markdown(index=False) if len(model.table) else "(not fitted)",
-                  "", f"Note: {model.note or 'fit converged'}", ""]
+        shown = ["treatment", "control", "sample_size", "estimate", "ci_low_adj", "ci_high_adj", "p_value", "p_holm",
+                 "verdict", "mdd_80", "n_repeats_paired", "n_cases"]
+        parts += ["## Pre-declared comparisons (lesion Dice; CIs adjusted, Bonferroni; p Holm-adjusted)", "",
+                  tests[shown].round(4).to_markdown(index=False), "", f"Method: {_methods(tests)}", ""]
     parts += ["## Figures", ""] + [f"![{title}]({path})" for title, path in figures.items()] + [""]
     return "\n".join(parts)
 
 
-def headline_metrics(summary: pd.DataFrame) -> dict:
-    """Numbers for `dvc metrics show` / `dvc exp show`: per sample size and arm, the named test metrics."""
-    out: dict = {"n_arms": int(len(summary))}
+def _methods(tests: pd.DataFrame) -> str:
+    methods = tests.loc[tests["method"].fillna("") != "", "method"].unique()
+    return " | ".join(methods) if len(methods) else "no comparison could be tested"
+
+
+def headline_metrics(summary: pd.DataFrame, tests: pd.DataFrame) -> dict:
+    """Numbers for `dvc metrics show` / `dvc exp show`: per sample size and arm, the named test metrics;
+    per comparison, the estimate and its adjusted CI."""
+    out: dict = {"n_arms": int(summary["arm"].nunique()) if len(summary) else 0}
     for _, row in summary.iterrows():
-        out.setdefault(f"n{int(row['sample_size'])}", {})[row["arm"].replace("/", "_")] = {
+        key = "_".join([row["model"], row["strategy"], "aug" if row["augment"] else "noaug"])
+        out.setdefault(f"n{int(row['sample_size'])}", {})[key] = {
             "dice_lesion": round(float(row["dice_lesion_mean"]), 4), "sham_fp_rate": float(row["sham_fp_rate"]),
             "hd95_mm": round(float(row["hd95_mm_mean"]), 3)}
+    for _, t in tests[tests["verdict"] != "skipped"].iterrows() if len(tests) else []:
+        out.setdefault("comparisons", {})[f"{t['treatment']} vs {t['control']} n{t['sample_size']}"] = {
+            "estimate": round(float(t["estimate"]), 4), "ci_low_adj": round(float(t["ci_low_adj"]), 4),
+            "ci_high_adj": round(float(t["ci_high_adj"]), 4)}
     return out
 
 
-def _figures(evaluated: Sequence[Evaluated], summary: pd.DataFrame, out_dir: Path) -> dict[str, str]:
-    return {"Learning curves": plot_learning_curves(summary, out_dir / "learning_curve.png").name,
+def _figures(evaluated: Sequence[Evaluated], models: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame,
+             margin: float, out_dir: Path) -> dict[str, str]:
+    return {"Learning curves": plot_learning_curves(models, summary, tests, margin,
+                                                    out_dir / "learning_curve.png").name,
             "Per-case Dice": plot_dice_boxes(evaluated, out_dir / "dice_boxplot.png").name,
+            "False-positive volume on shams": plot_sham_volumes(models, out_dir / "sham_fp_volume.png").name,
             "Training curves": plot_training_curves(evaluated, out_dir / "training_curves.png").name}
 
 
-def plot_learning_curves(summary: pd.DataFrame, out_png: str | Path) -> Path:
-    """Lesion Dice and HD95 vs sample size, one line per arm with its 95% CI band."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for arm, rows in summary.groupby("arm"):
+def plot_learning_curves(models: pd.DataFrame, summary: pd.DataFrame, tests: pd.DataFrame, margin: float,
+                         out_png: str | Path) -> Path:
+    """Left: lesion Dice vs n per arm (line: mean over models; dots: each trained model). Right: each declared
+    comparison's difference vs n with its adjusted CI, the equivalence band shaded."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for label, rows in summary.groupby("arm"):
         rows = rows.sort_values("sample_size")
-        axes[0].plot(rows["sample_size"], rows["dice_lesion_mean"], marker="o", label=arm)
-        axes[0].fill_between(rows["sample_size"], rows["dice_lesion_ci_low"], rows["dice_lesion_ci_high"], alpha=0.15)
-        axes[1].plot(rows["sample_size"], rows["hd95_mm_mean"], marker="o", label=arm)
-    axes[0].set(xlabel="training scans (n)", ylabel="test Dice (lesion scans)", ylim=(0, 1))
-    axes[1].set(xlabel="training scans (n)", ylabel="test HD95 (mm, misses penalised)")
+        line, = axes[0].plot(rows["sample_size"], rows["dice_lesion_mean"], marker="o", label=label)
+        dots = models[models["arm"] == label]
+        axes[0].scatter(dots["sample_size"], dots["dice_lesion"], s=12, alpha=0.5, color=line.get_color())
+    axes[0].set(xlabel="training scans (n)", ylabel="test Dice (lesion scans)", ylim=(0, 1),
+                title="Dice per arm (dots: trained models)")
+    tested = tests[tests["verdict"] != "skipped"] if len(tests) else tests
+    for i, ((t, c), rows) in enumerate(tested.groupby(["treatment", "control"], sort=False) if len(tested) else []):
+        x = rows["sample_size"].astype(float) * (1 + 0.03 * (i - 1))  # dodge overlapping comparisons
+        axes[1].errorbar(x, rows["estimate"], yerr=[rows["estimate"] - rows["ci_low_adj"],
+                                                    rows["ci_high_adj"] - rows["estimate"]],
+                         marker="o", capsize=3, label=f"{t} - {c}")
+    axes[1].axhspan(-margin, margin, color="grey", alpha=0.2, label=f"equivalence +-{margin}")
+    axes[1].axhline(0, color="black", lw=0.8)
+    axes[1].set(xlabel="training scans (n)", ylabel="Dice difference (adjusted CI)",
+                title="declared comparisons, CIs adjusted for the family")
     for ax in axes:
-        ax.set_xticks(sorted(summary["sample_size"].unique()))
+        if len(summary):
+            ax.set_xticks(sorted(summary["sample_size"].unique()))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="best")
+        ax.legend(fontsize=7, loc="best")
+    return _save(fig, out_png)
+
+
+def plot_sham_volumes(models: pd.DataFrame, out_png: str | Path) -> Path:
+    """Mean predicted lesion volume on the sham scans (there is none), one dot per trained model."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = sorted(models["arm"].unique()) if len(models) else []
+    for i, label in enumerate(labels):
+        rows = models[models["arm"] == label]
+        ax.scatter(np.full(len(rows), i) + 0.05 * (rows["sample_size"].rank(method="dense") - 1),
+                   rows["sham_fp_volume_mm3"], label=label)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+    ax.set(ylabel="predicted volume on shams (mm3)", title="false-positive volume per trained model")
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, out_png)
 
 
@@ -255,16 +305,19 @@ def plot_dice_boxes(evaluated: Sequence[Evaluated], out_png: str | Path) -> Path
 
 
 def plot_training_curves(evaluated: Sequence[Evaluated], out_png: str | Path) -> Path:
-    """Train loss and validation Dice against optimizer steps for every run in the report."""
+    """Train loss and validation Dice (raw, and the smoothed curve that picks the checkpoint) against steps."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ev in evaluated:
         if ev.history is None or ev.history.empty:
             continue
         x = ev.history["step"] if "step" in ev.history else ev.history["epoch"]
         axes[0].plot(x, ev.history["train_loss"], label=ev.name)
-        axes[1].plot(x, ev.history["val_dice"], label=ev.name)
+        line, = axes[1].plot(x, ev.history["val_dice"], alpha=0.3, lw=0.8)
+        if "val_dice_ema" in ev.history:
+            axes[1].plot(x, ev.history["val_dice_ema"], color=line.get_color(), label=ev.name)
     axes[0].set(xlabel="optimizer step", ylabel="train loss", title="training loss")
-    axes[1].set(xlabel="optimizer step", ylabel="validation Dice", title="validation Dice", ylim=(0, 1))
+    axes[1].set(xlabel="optimizer step", ylabel="validation Dice", ylim=(0, 1),
+                title="validation Dice (faint: raw; solid: smoothed, picks the checkpoint)")
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=6, loc="best")

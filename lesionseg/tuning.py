@@ -129,9 +129,9 @@ class PruningCallback:
         pass
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float], state: FitState) -> None:
-        self.trial.report(metrics["val_dice"], epoch)
+        self.trial.report(metrics["val_dice_ema"], epoch)  # what the checkpoint choice uses
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {epoch} (val Dice {metrics['val_dice']:.3f})")
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} (smoothed val Dice {metrics['val_dice_ema']:.3f})")
 
     def on_fit_end(self, state: FitState) -> None:
         pass

@@ -11,8 +11,8 @@ from lesionseg.tracking.scores import log_study_report
 def main() -> None:
     cfg = config().report
     models = trained_model_dirs(LAYOUT.finetune_root, LAYOUT.tuned_root)
-    report = build_report(LAYOUT.test_metrics_dir, models, LAYOUT.report_dir, comparisons=cfg.comparisons,
-                          alpha=cfg.alpha, seed=cfg.seed)
+    report = build_report(LAYOUT.test_metrics_dir, models, LAYOUT.report_dir, comparisons=cfg.declared(),
+                          alpha=cfg.alpha, margin=cfg.equivalence_margin)
     store.connect(LAYOUT.root)
     run_id = log_study_report(LAYOUT.report_dir, report["headline"], LAYOUT.root, context().dvc_exp_name)
     for sentence in report["findings"]:

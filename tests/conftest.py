@@ -36,17 +36,22 @@ TINY_PARAMS = {
     "pretrain": {"models": ["ratlesnetv2"], "augment": False, "train": {"epochs": 2}},
     "finetune": {"source": "pretrain", "models": ["ratlesnetv2"], "strategies": ["scratch", "partial"],
                  "sample_sizes": [4], "augment": ["noaug"],
-                 "partial_freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14},
-                 "lr": {"scratch": 0.02, "partial": 0.01, "full": 0.01}, "train": {}},
+                 # every lr differs from train.lr and each other, so a stage reading one dvc.yaml omits is caught
+                 "arms": {"scratch": {"lr": 0.02}, "full": {"lr": 0.03},
+                          "partial": {"lr": 0.015, "freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3,
+                                                                    "unetr": 14}}}, "train": {}},
     "baseline": {"models": ["unet"], "sample_sizes": [4], "augment": ["aug"]},
     "tune": {"model": "ratlesnetv2", "sample_sizes": [4], "repeats": [0], "n_trials": 3, "timeout_s": None, "lr_min": 0.001,
              "lr_max": 0.05, "tune_augment": False, "pruner": "median", "pruner_startup_trials": 1,
              "pruner_warmup_epochs": 0, "pruner_percentile": 25.0, "pruner_threshold": 0.0, "sampler_seed": 0,
              "storage": "tuning/journal.log", "heartbeat_s": 30, "train": {"epochs": 2}},
     "evaluate": {"n_overlays": 1},
-    "report": {"comparisons": [{"treatment": "ratlesnetv2/partial/noaug", "control": "ratlesnetv2/scratch/noaug"},
-                               {"treatment": "unet/scratch/aug", "control": "ratlesnetv2/scratch/noaug"}],
-               "alpha": 0.05, "seed": 0},
+    "report": {"comparisons": [
+        {"treatment": {"model": "ratlesnetv2", "strategy": "partial"}, "control": {"model": "ratlesnetv2",
+                                                                                     "strategy": "scratch"}},
+        {"treatment": {"model": "unet", "strategy": "scratch", "augment": True},
+         "control": {"model": "ratlesnetv2", "strategy": "scratch", "augment": False}}],
+        "alpha": 0.05, "equivalence_margin": 0.03},
     "promote": {"alpha": 0.05, "min_dice_gain": 0.0, "hd95_margin_mm": 0.5, "min_dice_first": 0.0},
 }
 

@@ -47,16 +47,29 @@ def _tiny_repo(root: Path, params: dict = TINY_PARAMS) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    """A git+DVC copy of the project with tiny params, after one full `dvc repro`."""
-    root = tmp_path_factory.mktemp("repo")
+def built(tmp_path_factory):
+    """A git+DVC copy of the project with tiny params after one full `dvc repro` (the expensive part, once per
+    module). Read-only: tests get their own copy through ``repo``."""
+    root = tmp_path_factory.mktemp("built")
     env = _tiny_repo(root)
     first = _run(["dvc", "repro"], root, env, timeout=900)
     return root, env, first
 
 
-def test_repro_runs_every_stage_and_writes_outputs(repo):
-    root, _, output = repo
+@pytest.fixture
+def repo(built, tmp_path):
+    """This test's own copy of the built repo (git, DVC cache, dvc.lock, MLflow store), so that no test sees
+    another's edits to params.yaml, extra runs or re-run stages, whatever the order. Runs logged before the
+    copy keep their artifact location in the built repo, which only ever gains new run folders there."""
+    source, env, first = built
+    root = tmp_path / "repo"
+    shutil.copytree(source, root, symlinks=True)
+    env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    return root, env, first
+
+
+def test_repro_runs_every_stage_and_writes_outputs(built):
+    root, _, output = built
     for stage in ("synthesize", "prepare@source", "prepare@target", "split@target", "subsets",
                   "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug-0", "finetune@ratlesnetv2-partial-4-noaug-1",
                   "baseline@unet-4-aug-0", "tune@4-0",
@@ -91,14 +104,14 @@ def test_repro_runs_every_stage_and_writes_outputs(repo):
     assert {"p_holm", "diff_ci_low", "diff_ci_high"} <= set(tests.columns) and len(tests) == 2
 
 
-def test_repro_log_has_no_progress_bars(repo):
+def test_repro_log_has_no_progress_bars(built):
     """`dvc repro` into a pipe (CI, a log file): lines, not redrawn bars (tqdm's or MLflow's artifact bars)."""
-    _, _, output = repo
+    _, _, output = built
     assert "\r" not in output and "Downloading artifacts" not in output
 
 
-def test_every_training_run_records_the_dvc_lock_hash_of_each_input(repo):
-    root, env, _ = repo
+def test_every_training_run_records_the_dvc_lock_hash_of_each_input(built):
+    root, env, _ = built
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     recorded = {out["path"]: out["md5"] for stage in lock.values() for out in stage.get("outs", [])}
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
@@ -130,11 +143,11 @@ def _tracked(uri: str) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
     return runs, versions
 
 
-def test_study_run_on_the_tiny_pipeline_matches_serial_repro(repo, tmp_path):
+def test_study_run_on_the_tiny_pipeline_matches_serial_repro(built, tmp_path):
     """`lesionseg study run --workers 2` on a fresh repo: every stage runs, DVC is clean, a second run and a
     plain `dvc repro` do nothing, dvc.lock has every stage, MLflow holds the runs and versions the serial
     `dvc repro` made, and two training stages ran at the same time."""
-    serial_root, serial_env, _ = repo
+    serial_root, serial_env, _ = built
     root = tmp_path / "parallel"
     root.mkdir()
     env = _tiny_repo(root)
@@ -222,7 +235,7 @@ def test_a_new_sample_size_or_arm_lr_reruns_no_existing_cell(repo):
     params = yaml.safe_load(original)
     params["subsets"]["sizes"] = [4, 6, 7]
     params["finetune"]["sample_sizes"] = [4, 6]
-    params["finetune"]["lr"]["scratch"] = 0.03
+    params["finetune"]["arms"]["scratch"]["lr"] = 0.03
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         before = _stale(root, env)

@@ -30,7 +30,7 @@ def test_pretrain_then_partial_finetune_logs_everything(tiny_project, tiny_param
     assert client.get_experiment(run.info.experiment_id).name == "lesionseg-finetune"
     params, tags = run.data.params, run.data.tags
     assert params["strategy"] == "partial" and params["freeze_depth"] == "5" and params["sample_size"] == "4"
-    assert params["train.lr"] == "0.01" and params["network.filters"] == "4"  # finetune.lr.partial
+    assert params["train.lr"] == "0.015" and params["network.filters"] == "4"  # finetune.arms.partial.lr
     assert tags["repeat"] == "0" and tags["budget_steps"] == "4" and tags["converged"] in ("true", "false")
     assert tags["model"] == "ratlesnetv2" and tags["strategy"] == "partial" and tags["augment"] == "false"
     assert tags["frozen_blocks"] == "conv1,block1,block2,block3,bottleneck1"

@@ -19,7 +19,7 @@ def build_for_strategy(model: str, network: dict[str, Any], strategy: str, freez
     n_blocks = len(network_blocks(net))
     if strategy == "partial" and not 0 < freeze_depth < n_blocks:
         raise ConfigError(f"freeze_depth={freeze_depth} is out of range for partial fine-tuning of "
-                          f"{model} (1..{n_blocks - 1}); fix finetune.partial_freeze_depth in params.yaml")
+                          f"{model} (1..{n_blocks - 1}); fix finetune.arms.partial.freeze_depth in params.yaml")
     info: dict[str, Any] = {"n_blocks": n_blocks}
     if strategy != "scratch":
         if pretrained is None or not Path(pretrained).exists():

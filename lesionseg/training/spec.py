@@ -91,7 +91,7 @@ def finetune_spec(model: str, strategy: str, sample_size: int, augment: str, *, 
                   freeze_depth: int | None = None, lr: float | None = None, stage: str = "finetune") -> RunSpec:
     """One cell of the study: ``model`` x ``strategy`` x ``sample_size`` x ``augment`` x ``repeat`` on the
     target domain. Repeat ``r`` trains on its own subset draw with training seed ``train.seed + r``; the
-    learning rate is ``lr``, else the strategy's declared ``finetune.lr``, else ``train.lr``."""
+    learning rate is ``lr``, else the strategy's declared ``finetune.arms.<strategy>.lr``, else ``train.lr``."""
     if strategy not in STRATEGIES:
         raise ConfigError(f"strategy={strategy!r} is not one of {STRATEGIES}")
     if augment not in AUGMENT_FLAGS:
