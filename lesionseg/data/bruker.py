@@ -94,17 +94,21 @@ def import_bruker(
     otherwise an empty mask means sham). ``subject_type``/``subject_pose`` override what the scanner recorded.
     Raises :class:`DataError` (one line) and writes nothing on any failure.
     """
-    studies = [study for source in sources for study in _find_studies(Path(source))]
-    out_dir = Path(out_dir)
+    out_dir, labels = Path(out_dir), Path(labels_dir) if labels_dir is not None else None
+    groups = _read_groups(labels) if labels is not None else {}
     with _brkraw_quiet(), atomic_dir(out_dir) as tmp:
-        scans = _unique([_convert_study(s, protocol, scan_id, subject_type, subject_pose) for s in studies])
-        groups = _read_groups(Path(labels_dir)) if labels_dir is not None else {}
-        rows = [_write_case(tmp, scan, Path(labels_dir) if labels_dir is not None else None, groups)
-                for scan in scans]
-        _write_dataset_files(tmp, out_dir.name, rows)
-        if labels_dir is not None:
-            _validate(tmp, {f"labelsTr/{s.case_id}.nii.gz": str(_find_label(Path(labels_dir), s.case_id))
-                            for s in scans})
+        studies = [study for source in sources for study in _find_studies(Path(source))]
+        rows, seen = [], {}
+        for study in studies:  # one scan in memory at a time
+            scan = _convert_study(study, protocol, scan_id, subject_type, subject_pose)
+            if scan.case_id in seen:
+                raise DataError(f"{study.where()}: subject id {scan.case_id} is also the subject of "
+                                f"{seen[scan.case_id]}; import one study per animal")
+            seen[scan.case_id] = study.where()
+            rows.append(_write_case(tmp, scan, labels, groups))
+        _write_dataset_files(tmp, out_dir.name, sorted(rows, key=lambda row: row["case_id"]))
+        if labels is not None:
+            _validate(tmp, {f"labelsTr/{case_id}.nii.gz": str(_find_label(labels, case_id)) for case_id in seen})
     return out_dir
 
 
@@ -162,7 +166,8 @@ def _convert_study(study: _Study, protocol: str, scan_id: int | None, subject_ty
         "subject_type": subject[0], "subject_position": subject[1],
         "subject_as_recorded": [visu.get("VisuSubjectType"), visu.get("VisuSubjectPosition")],
         "slice_axis_from": slice_axis_source, "shape": list(data.shape),
-        "brkraw_version": brkraw.__version__, "source_sha256": _source_hashes(study, scan),
+        "brkraw_version": brkraw.__version__, "brkraw_warnings": warnings,
+        "source_sha256": _source_hashes(study, scan),
     }
     return _Scan(case_id, data, affine, manifest)
 
@@ -302,16 +307,6 @@ def _case_id(study: _Study, loader, visu) -> str:
     if problem:
         raise DataError(problem.replace("rename the case", "change the subject id"))
     return case_id
-
-
-def _unique(scans: list[_Scan]) -> list[_Scan]:
-    seen: dict[str, str] = {}
-    for scan in scans:
-        if scan.case_id in seen:
-            raise DataError(f"{scan.manifest['study']}: subject id {scan.case_id} is also the subject of study "
-                            f"{seen[scan.case_id]}; import one study per animal")
-        seen[scan.case_id] = scan.manifest["study"]
-    return sorted(scans, key=lambda s: s.case_id)
 
 
 def _source_hashes(study: _Study, scan: int) -> dict[str, str]:
@@ -471,13 +466,15 @@ def _header(what: str) -> nib.Nifti1Header:
 def _brkraw_quiet() -> Iterator[None]:
     """Keep brkraw's log lines off stderr (our errors are one line); _brkraw_warnings collects them instead."""
     logger = logging.getLogger("brkraw")
-    saved = logger.propagate, logger.level
+    saved, sink = (logger.propagate, logger.level), logging.NullHandler()  # no handler at all would mean stderr
     logger.propagate = False
     logger.setLevel(logging.WARNING)
+    logger.addHandler(sink)
     try:
         yield
     finally:
-        logger.propagate, _ = saved
+        logger.removeHandler(sink)
+        logger.propagate = saved[0]
         logger.setLevel(saved[1])
 
 
