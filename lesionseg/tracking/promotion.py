@@ -1,14 +1,16 @@
 """Challenger vs champion on new animals (an acceptance dataset, never the test split), then (maybe) move
 ``@champion``.
 
-Order of work: refuse data that either model trained or was selected on, score both in native space with the
-named metrics, decide, write the comparison artifact and the promotion log, tag the versions, and only then
+Order of work: refuse data that either model trained or was selected on, refuse a cohort too small for the rule
+to ever pass (the one-sided paired Wilcoxon's smallest p is 1/2^n with n lesion scans), score both in native
+space with the named metrics, decide (a check that cannot be computed is "not assessed" and blocks promotion), write the comparison artifact and the promotion log, tag the versions, and only then
 move the alias, so any failure before the last step leaves the registry's aliases as they were.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from scipy.stats import wilcoxon
 
 from lesionseg.config import PromoteConfig
-from lesionseg.data.dataset import read_cases
+from lesionseg.data.dataset import GROUPS, lesion_volume_mm3, read_cases
 from lesionseg.data.io import json_ready, read_volume
 from lesionseg.data.preprocess import image_digest, prepare_volume
 from lesionseg.errors import ConfigError, DataError, TrackingError
@@ -89,14 +91,53 @@ def _prepared_digest(image_path: Path, segmenter: Segmenter) -> str:
     return image_digest(image)
 
 
+def smallest_wilcoxon_p(n_pairs: int) -> float:
+    """Smallest p a one-sided exact paired Wilcoxon can give with ``n_pairs`` untied pairs: all ranks on one side,
+    one of the 2^n equally likely sign patterns, so 1 / 2^n (1.0 with none)."""
+    return 0.5 ** max(int(n_pairs), 0)
+
+
+def lesion_scans_needed(alpha: float) -> int:
+    """Fewest untied lesion pairs whose smallest one-sided Wilcoxon p is below ``alpha`` (``1 / 2^n < alpha``)."""
+    if not 0 < alpha <= 1:
+        raise ConfigError(f"promote.alpha={alpha} must be in (0, 1]; fix params.yaml")
+    return math.floor(math.log2(1 / alpha)) + 1
+
+
+def refuse_small_cohort(n_lesion: int, alpha: float, data_dir: Path) -> None:
+    """One-line :class:`DataError` when no candidate could pass ``p < alpha`` on ``n_lesion`` lesion scans."""
+    needed = lesion_scans_needed(alpha) if alpha <= 1 else 0
+    if n_lesion < needed:
+        raise DataError(f"{data_dir}: {needed} lesion scans needed at promote.alpha {alpha}; the acceptance cohort "
+                        f"has {n_lesion} (smallest one-sided Wilcoxon p = {smallest_wilcoxon_p(n_lesion):.4g}); "
+                        "add lesion scans from new animals")
+
+
+def count_lesion_scans(data_dir: Path) -> int:
+    """Lesion (non-sham) scans of a raw dataset, from cases.csv, or from the label where its group is unknown."""
+    return sum(record.group == "MCAo" if record.group in GROUPS else lesion_volume_mm3(read_volume(record.label)) > 0
+               for record in read_cases(data_dir))
+
+
+def _check(value: float, ok: bool, text: str) -> tuple[bool | None, str]:
+    """``(None, "not assessed: ...")`` when ``value`` is NaN, so a change nobody could compute never passes."""
+    if isinstance(value, float) and math.isnan(value):
+        return None, f"not assessed: {text} (cannot be computed on this cohort)"
+    return bool(ok), ("pass: " if ok else "fail: ") + text
+
+
 def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: PromoteConfig,
            candidate_version: str, champion_version: str | None) -> tuple[Decision, pd.DataFrame]:
-    """Apply ``rule`` to the per-case native-space tables (named metrics); returns the decision and the table."""
+    """Apply ``rule`` to the per-case native-space tables (named metrics); returns the decision and the table.
+
+    The candidate is promoted only when every check passes; a check that cannot be computed (NaN, e.g. a
+    sham false-alarm change on a cohort without shams) is "not assessed" and blocks promotion.
+    """
     ours = summarize(candidate)
     if champion is None:
-        ok = ours["dice_lesion"] >= rule.min_dice_first
-        reason = (f"no champion yet; candidate dice_lesion {ours['dice_lesion']:.3f} "
-                  f"{'>=' if ok else '<'} {rule.min_dice_first}")
+        ok, reason = _check(ours["dice_lesion"], ours["dice_lesion"] >= rule.min_dice_first,
+                            f"no champion yet; candidate dice_lesion {ours['dice_lesion']:.3f} (needs >= "
+                            f"promote.min_dice_first {rule.min_dice_first})")
         return Decision(bool(ok), [reason], candidate_version, None, {"candidate_dice_lesion": ours["dice_lesion"]}), \
             candidate.set_index("case_id")
     theirs = summarize(champion)
@@ -105,21 +146,24 @@ def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: Promote
         raise ConfigError("promote: candidate and champion were scored on no common case; check --data")
     lesion = table[table["group"] == "MCAo"]
     gain = ours["dice_lesion"] - theirs["dice_lesion"]
-    p_value = _one_sided_wilcoxon(lesion["dice_candidate"].to_numpy(), lesion["dice_champion"].to_numpy())
+    cand, champ = lesion["dice_candidate"].to_numpy(dtype=float), lesion["dice_champion"].to_numpy(dtype=float)
+    p_value = _one_sided_wilcoxon(cand, champ)
+    untied = int(np.sum(~np.isclose(cand, champ)))
     hd95_change = ours["hd95_mm"] - theirs["hd95_mm"]
     fp_change = ours["sham_fp_rate"] - theirs["sham_fp_rate"]
     checks = [
-        (gain > rule.min_dice_gain, f"dice_lesion gain {gain:+.3f} (needs > {rule.min_dice_gain})"),
-        (p_value < rule.alpha, f"one-sided paired Wilcoxon over lesion scans p = {p_value:.3g} (needs < {rule.alpha})"),
-        (hd95_change <= rule.hd95_margin_mm, f"hd95_mm change {hd95_change:+.2f} mm (needs <= {rule.hd95_margin_mm})"),
-        (not fp_change > 0, f"sham_fp_rate change {fp_change:+.2f} (needs <= 0)"),
+        _check(gain, gain > rule.min_dice_gain, f"dice_lesion gain {gain:+.3f} (needs > {rule.min_dice_gain})"),
+        _check(p_value, p_value < rule.alpha, f"one-sided paired Wilcoxon over lesion scans p = {p_value:.3g} "
+               f"(needs < {rule.alpha}; smallest possible with {untied} untied pairs: {smallest_wilcoxon_p(untied):.3g})"),
+        _check(hd95_change, hd95_change <= rule.hd95_margin_mm,
+               f"hd95_mm change {hd95_change:+.2f} mm (needs <= {rule.hd95_margin_mm})"),
+        _check(fp_change, not fp_change > 0, f"sham_fp_rate change {fp_change:+.2f} (needs <= 0)"),
     ]
-    reasons = [("pass: " if ok else "fail: ") + text for ok, text in checks]
     summary = {"candidate_dice_lesion": ours["dice_lesion"], "champion_dice_lesion": theirs["dice_lesion"],
                "dice_lesion_gain": gain, "p_value": p_value, "hd95_mm_change": hd95_change,
                "sham_fp_rate_change": fp_change, "n_cases": float(len(table))}
-    return Decision(all(ok for ok, _ in checks), reasons, candidate_version, champion_version, summary), \
-        table.set_index("case_id")
+    return Decision(all(ok is True for ok, _ in checks), [text for _, text in checks], candidate_version,
+                    champion_version, summary), table.set_index("case_id")
 
 
 def _one_sided_wilcoxon(candidate: np.ndarray, champion: np.ndarray) -> float:
@@ -147,6 +191,8 @@ def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path
                                      "MANAGE")
         if refused:
             raise TrackingError(refused)
+    if champion_version is not None:  # before loading or scoring anything: can this cohort ever promote?
+        refuse_small_cohort(count_lesion_scans(data_dir), rule.alpha, data_dir)
     versions = [v for v in (candidate_version, champion_version) if v]
     segmenters = {v: load_segmenter(f"models:/{name}/{v}") for v in versions}
     refuse_seen_data(name, versions, data_dir, segmenters[candidate_version])
