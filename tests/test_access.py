@@ -26,8 +26,9 @@ from conftest import TINY_PARAMS, cell_spec, ctx
 from lesionseg.tracking.access_admin import PROJECT_EXPERIMENTS, PROJECT_MODELS, role_grants
 from lesionseg.tracking.auth_server import Reserved, reserved_action
 from lesionseg.tracking.refusals import ROLE_PERMISSION, missing_permission, mlflow_role, permission_error
-from stack import (ADMIN_PASSWORD, AUTH_SECRETS, CLIENT_ENV_DROP, ROOT, USER_PASSWORDS, auth_server, client_env,
-                   command_lines, pg, run, s3, script)  # noqa: F401 (fixtures)
+from stack import (ADMIN_PASSWORD, AUTH_SECRETS, CLIENT_ENV_DROP, ROOT, USER_PASSWORDS, client_env, command_lines,
+                   run)
+from stack import auth_server, pg, s3, script  # noqa: F401 (fixtures)
 
 URL = "http://mlflow.lab:5000"
 CHAMPION_REFUSED = ("MLflow at {url} refused user '{user}' (403 PERMISSION_DENIED): moving @champion on registered "

@@ -188,8 +188,30 @@ def test_mlflow_models_serve_round_trip(two_versions):
 
 
 def test_reproduce_plan_names_commit_stage_and_data(two_versions):
+    """The plan comes from the version's lineage: its run's commit and experiment, the stage that dvc.lock says
+    wrote the run's output, and each recorded data hash against the workspace's dvc.lock."""
+    import yaml
+
     root, (v1, _) = two_versions
+    client = MlflowClient()
+    version = client.get_model_version(TARGET_MODEL, v1["version"])
+    for key, value in {"git_commit": "0123abc", "dvc_out": "models/finetune/a", "dvc_exp_name": "exp-7"}.items():
+        client.set_tag(version.run_id, key, value)
+    client.set_model_version_tag(TARGET_MODEL, v1["version"], "data_hash.data/processed/mouse", "aaa")
+    client.set_model_version_tag(TARGET_MODEL, v1["version"], "data_hash.data/splits/mouse.json", "bbb")
+    stage = "finetune@unet-scratch-4-noaug-0"
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        stage: {"outs": [{"path": "models/finetune/a", "md5": "m1"}]},
+        "prepare@target": {"outs": [{"path": "data/processed/mouse", "md5": "aaa"}]},
+        "split@target": {"outs": [{"path": "data/splits/mouse.json", "md5": "ccc"}]}}}))
     plan = reproduce_plan(f"models:/{TARGET_MODEL}/{v1['version']}", root)
+    workdir = f"../lesionseg-{TARGET_MODEL}-v{v1['version']}"
+    assert (plan.commit, plan.stage, plan.exp_name) == ("0123abc", stage, "exp-7")
+    assert plan.commands == [f"git worktree add {workdir} 0123abc", f"cd {workdir}", "dvc exp apply exp-7",
+                             "dvc pull", f"dvc repro {stage}"]
+    checks = {path: (recorded, current) for path, recorded, current in plan.data_checks}
+    assert checks["data/processed/mouse"] == ("aaa", "aaa") and checks["data/splits/mouse.json"] == ("bbb", "ccc")
     text = plan.render()
-    assert plan.commit in text and "dvc pull" in text and "git worktree add" in text
-    assert text.splitlines()[-1].startswith("dvc repro")
+    assert text.splitlines()[0] == f"# models:/{TARGET_MODEL}/{v1['version']}: trained at git commit 0123abc"
+    assert "# data data/processed/mouse: aaa matches" in text
+    assert "# data data/splits/mouse.json: bbb DIFFERS (now ccc)" in text
