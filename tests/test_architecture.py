@@ -16,7 +16,7 @@ PACKAGE = ROOT / "lesionseg"
 # Lower layers never import higher ones. evaluation.metrics is pure maths on arrays and sits with data, so
 # that training can score validation with the same Dice the evaluation reports.
 LAYERS = [
-    {"errors", "config", "layout"},
+    {"errors", "arm", "config", "layout"},
     {"data", "evaluation.metrics"},
     {"networks"},
     {"training"},
@@ -147,7 +147,8 @@ def _keep(params: dict, keys: list[str]) -> dict:
 
 
 STUBS = {  # the one library call each entry point ends in, and what the stub returns
-    "synthesize": ("synthesize_dataset", lambda *a, **k: a[3]),
+    "synthesize": ("synthesize_studies", lambda *a, **k: a[3]),
+    "import_bruker": ("import_bruker", lambda *a, **k: a[1]),
     "prepare": ("prepare_dataset", lambda *a, **k: a[1] / "manifest.json"),
     "split": ("write_json", lambda *a, **k: None),
     "subsets": ("write_json", lambda *a, **k: None),
@@ -185,7 +186,8 @@ def _call_entry(project: Path, command: str, params: dict, monkeypatch) -> list:
     calls: list = []
     name, result = STUBS["finetune" if script.stem == "finetune" else script.stem]
     monkeypatch.setattr(module, name, lambda *a, **k: calls.append((a, k)) or result(*a, **k))
-    monkeypatch.setattr(module, "config", lambda: ProjectConfig(params))
+    if hasattr(module, "config"):  # an entry point that reads no params (import) has none
+        monkeypatch.setattr(module, "config", lambda: ProjectConfig(params))
     monkeypatch.setattr(module, "LAYOUT", Layout.at(project))
     from lesionseg.tracking.context import RunContext
 
