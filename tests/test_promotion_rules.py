@@ -41,7 +41,8 @@ def test_lesion_scans_needed(alpha: float, needed: int) -> None:
 
 
 def test_a_four_lesion_cohort_is_refused_in_one_line_naming_the_number_needed(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match=r"5 lesion scans needed at promote.alpha 0.05; the acceptance cohort has 4") as err:
+    refusal = "5 lesion scans needed at promote.alpha 0.05; the acceptance cohort has 4"
+    with pytest.raises(DataError, match=refusal) as err:
         P.refuse_small_cohort(4, 0.05, tmp_path)
     assert "\n" not in str(err.value) and "0.0625" in str(err.value)
     with pytest.raises(DataError, match="7 lesion scans needed at promote.alpha 0.01; the acceptance cohort has 6"):

@@ -212,3 +212,17 @@ def test_agreement_over_models_is_never_on_averaged_volumes() -> None:
     assert over["volume_bias_mm3_sd_models"] == pytest.approx(per_model["volume_bias_mm3"].std(ddof=1))
     assert over["volume_icc"] == pytest.approx(per_model["volume_icc"].mean())
     assert "volume_bias_ci_low_mm3_sd_models" not in over.index
+
+
+def test_volumetry_accepts_arms_that_cannot_be_sorted() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Arm:  # like lesionseg.arm.Arm: hashable, no order
+        name: str
+
+    table = pd.concat([_models(np.ones((2, 4))).assign(arm=Arm("b")), _models(np.zeros((2, 4))).assign(arm=Arm("a"))])
+    over = S.volume_agreement_over_models(S.volume_agreement_per_model(table)).set_index("arm")
+    assert over.loc[Arm("b"), "volume_bias_mm3"] == pytest.approx(1.0) and over.loc[Arm("a"), "n_models"] == 2
+    shams = S.volume_agreement_over_models(S.sham_volume_per_model(_models(np.ones((2, 4)), shams=2, sham_volume=4.0)))
+    assert shams["sham_fp_volume_mean_mm3"].iloc[0] == pytest.approx(2.0) and shams["n_models"].iloc[0] == 2

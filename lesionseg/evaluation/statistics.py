@@ -394,7 +394,8 @@ def compare_arms(
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
     if min_repeats < 2:
-        raise ValueError(f"min_repeats must be >= 2 (a cell's own between-model variance needs 2 repeats), got {min_repeats}")
+        raise ValueError(f"min_repeats must be >= 2 (a cell's own between-model variance needs 2 repeats), "
+                         f"got {min_repeats}")
     data = cases[[arm, size, repeat, case, value]]
     if data.duplicated([arm, size, repeat, case]).any():
         raise ValueError(f"cases has several rows per {arm} x {size} x {repeat} x {case}; one row per model and case")

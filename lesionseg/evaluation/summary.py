@@ -293,7 +293,7 @@ def sham_volume(table: pd.DataFrame) -> dict[str, float]:
 
 def _per_model(cases: pd.DataFrame, model: Sequence[str], summary) -> pd.DataFrame:
     rows = [{**dict(zip(model, key if isinstance(key, tuple) else (key,))), **summary(grp)}
-            for key, grp in cases.groupby(list(model), sort=True)]
+            for key, grp in cases.groupby(list(model), sort=False)]  # arms may be unorderable values
     return pd.DataFrame(rows)
 
 
@@ -313,12 +313,15 @@ def sham_volume_per_model(cases: pd.DataFrame, model: Sequence[str] = MODEL_KEYS
     return out if len(out) else pd.DataFrame(columns=[*model, *SHAM_KEYS])
 
 
-def volume_agreement_over_models(per_model: pd.DataFrame, by: Sequence[str] = ("arm", "sample_size")) -> pd.DataFrame:
+def volume_agreement_over_models(per_model: pd.DataFrame, by: Sequence[str] = ("arm", "sample_size"),
+                                 model: Sequence[str] = MODEL_KEYS) -> pd.DataFrame:
     """Per ``by`` group (an arm at a sample size): ``n_models``, the mean over its models of every per-model
-    quantity (same names) and the SD across models of the estimates (``<name>_sd_models``; not of CI bounds or counts). Volumes are never averaged over
-    models first: an average of several models' volumes is a prediction no deployed model makes."""
-    numeric = per_model.drop(columns=[c for c in (*MODEL_KEYS, *by) if c in per_model]).select_dtypes("number")
-    grouped = per_model[list(by)].join(numeric).groupby(list(by), sort=True)[list(numeric.columns)]
+    quantity (same names) and the SD across models of the estimates (``<name>_sd_models``; not of CI bounds or
+    counts). Volumes are never averaged over models first: an average of several models' volumes is a prediction
+    no deployed model makes. ``model`` columns are identifiers, not averaged; the same summary serves
+    :func:`sham_volume_per_model`'s table."""
+    numeric = per_model.drop(columns=[c for c in {*model, *by} if c in per_model]).select_dtypes("number")
+    grouped = per_model[list(by)].join(numeric).groupby(list(by), sort=False)[list(numeric.columns)]
     spread = [c for c in numeric.columns if "_ci_" not in c and not c.startswith("n_")]
     mean, sd = grouped.mean(), grouped.std(ddof=1)[spread].add_suffix("_sd_models")
     out = pd.concat([grouped.size().rename("n_models"), mean, sd], axis=1)

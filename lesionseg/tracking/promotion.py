@@ -3,8 +3,9 @@
 
 Order of work: refuse data that either model trained or was selected on, refuse a cohort too small for the rule
 to ever pass (the one-sided paired Wilcoxon's smallest p is 1/2^n with n lesion scans), score both in native
-space with the named metrics, decide (a check that cannot be computed is "not assessed" and blocks promotion), write the comparison artifact and the promotion log, tag the versions, and only then
-move the alias, so any failure before the last step leaves the registry's aliases as they were.
+space with the named metrics, decide (a check that cannot be computed is "not assessed" and blocks promotion),
+write the comparison artifact and the promotion log, tag the versions, and only then move the alias, so any
+failure before the last step leaves the registry's aliases as they were.
 """
 from __future__ import annotations
 
@@ -154,7 +155,8 @@ def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: Promote
     checks = [
         _check(gain, gain > rule.min_dice_gain, f"dice_lesion gain {gain:+.3f} (needs > {rule.min_dice_gain})"),
         _check(p_value, p_value < rule.alpha, f"one-sided paired Wilcoxon over lesion scans p = {p_value:.3g} "
-               f"(needs < {rule.alpha}; smallest possible with {untied} untied pairs: {smallest_wilcoxon_p(untied):.3g})"),
+               f"(needs < {rule.alpha}; smallest possible with {untied} untied pairs: "
+               f"{smallest_wilcoxon_p(untied):.3g})"),
         _check(hd95_change, hd95_change <= rule.hd95_margin_mm,
                f"hd95_mm change {hd95_change:+.2f} mm (needs <= {rule.hd95_margin_mm})"),
         _check(fp_change, not fp_change > 0, f"sham_fp_rate change {fp_change:+.2f} (needs <= 0)"),
