@@ -338,14 +338,14 @@ def demo_targets(clone: Path) -> dict[str, float | str]:
     pretrained = json.loads((clone / "models/pretrained/ratlesnetv2/run.json").read_text())
     summary = pd.read_csv(clone / "reports/study/summary.csv")
     largest = summary[summary["sample_size"] == summary["sample_size"].max()]
-    transfer = largest[largest["arm"].str.match(r"ratlesnetv2/(partial|full|tuned)/")]
+    transfer = largest[(largest["model"] == "ratlesnetv2") & largest["strategy"].isin(["partial", "full", "tuned"])]
     best = transfer.loc[transfer["val_dice_mean"].idxmax()]
     return {"pretrain_best_val_dice": pretrained["best_val_dice"],
             "best_transfer_arm (by validation)": f"{best['arm']} at n={best['sample_size']}",
             "its_dice_lesion_mean": best["dice_lesion_mean"], "its_sham_fp_rate": best["sham_fp_rate"],
-            "its_converged": best["converged"],
-            "unconverged_cells": "; ".join(f"{r.arm} n={r.sample_size} ({r.converged})" for r in summary.itertuples()
-                                           if r.converged.split("/")[0] != str(r.n_repeats)) or "none"}
+            "its_converged": f"{best['n_converged']} of {best['n_repeats']}",
+            "unconverged_cells": "; ".join(f"{r.arm} n={r.sample_size} ({r.n_converged} of {r.n_repeats})"
+                                           for r in summary.itertuples() if r.n_converged < r.n_repeats) or "none"}
 
 
 def _timed_clone_run(tmp: Path, name: str, command: list[str]) -> tuple[Path, float, str]:

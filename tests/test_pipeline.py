@@ -70,7 +70,7 @@ def repo(built, tmp_path):
 
 def test_repro_runs_every_stage_and_writes_outputs(built):
     root, _, output = built
-    for stage in ("synthesize", "prepare@source", "prepare@target", "split@target", "subsets",
+    for stage in ("synthesize", "import", "prepare@source", "prepare@target", "split@target", "subsets",
                   "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug-0", "finetune@ratlesnetv2-partial-4-noaug-1",
                   "baseline@unet-4-aug-0", "tune@4-0",
                   "evaluate", "report"):
@@ -98,10 +98,39 @@ def test_repro_runs_every_stage_and_writes_outputs(built):
     assert json.loads((root / "reports" / "study" / "headline.json").read_text())["n_arms"] == 4
     summary = pd.read_csv(root / "reports" / "study" / "summary.csv")
     assert set(summary["n_repeats"]) == {1, 2} and set(summary.columns) >= {
-        "dice_lesion_mean", "dice_lesion_ci_low", "dice_lesion_ci_high", "sham_fp_rate", "detection_rate",
-        "hd95_mm_mean", "volume_error_mm3_mean", "n_repeats", "converged"}
+        "model", "strategy", "augment", "sample_size", "dice_lesion_mean", "dice_lesion_sd_between_models",
+        "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate", "hd95_mm_mean", "volume_icc",
+        "volume_bias_mm3", "volume_loa_low_mm3", "volume_loa_high_mm3", "n_repeats", "n_converged"}
+    assert set(summary.loc[summary["strategy"] == "tuned", "n_repeats"]) == {1}
     tests = pd.read_csv(root / "reports" / "study" / "paired_tests.csv")
-    assert {"p_holm", "diff_ci_low", "diff_ci_high"} <= set(tests.columns) and len(tests) == 2
+    assert {"estimate", "ci_low_adj", "ci_high_adj", "p_value", "p_holm", "verdict"} <= set(tests.columns)
+    assert len(tests) == 2 and set(tests["verdict"]) <= {"better", "worse", "equivalent", "inconclusive", "skipped"}
+
+
+def test_a_fresh_repro_modifies_no_tracked_file_and_no_run_is_dirty(built):
+    """dvc repro in a fresh checkout: no tracked file changes (DVC finds its outputs ignored and writes no
+    .gitignore), what is new is only the run's records (dvc.lock, metrics, report) to commit, and every MLflow
+    run says git_dirty=false."""
+    root, env, _ = built
+    modified = _run(["git", "status", "--porcelain", "--untracked-files=no"], root, env)
+    assert modified == "", modified
+    untracked = _run(["git", "status", "--porcelain", "--untracked-files=normal"], root, env).split()
+    assert set(untracked) - {"??"} <= {"dvc.lock", "metrics/", "reports/"}, untracked
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    assert len(runs) > 10 and {r.data.tags.get("git_dirty") for r in runs if "git_commit" in r.data.tags} == {"false"}
+
+
+def test_no_tracked_file_lies_inside_a_dvc_dependency_or_output(built):
+    """So no git operation on tracked files (checkout, stash) can make a stage's input look changed."""
+    root, env, _ = built
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    paths = {d["path"] for stage in lock.values() for d in stage.get("deps", []) + stage.get("outs", [])
+             if d.get("nfiles")}  # directories
+    assert {"models", "data/raw/mouse"} <= paths
+    for path in sorted(paths):
+        assert _run(["git", "ls-files", path], root, env) == "", f"git tracks files inside {path}"
 
 
 def test_repro_log_has_no_progress_bars(built):
