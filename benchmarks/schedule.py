@@ -27,7 +27,7 @@ from lesionseg.config import FULL_STUDY_FILE, ProjectConfig, apply_overrides, lo
 
 # Demo seconds where nothing was measured (shared/ENVIRONMENT.md, 2 threads: pretrain 165 s, fine-tune 86 s).
 DEMO_S = {"synthesize": 20, "prepare": 10, "split": 3, "subsets": 3, "pretrain": 165, "finetune": 86,
-          "baseline": 86, "tune": 4 * 40 + 86, "evaluate": 60, "report": 15}
+          "scratch": 86, "baseline": 86, "tune": 4 * 40 + 86, "evaluate": 60, "report": 15}
 FULL_MIN = {"data": 5, "pretrain": 60, "evaluate": 60, "report": 2}  # GPU minutes per stage of the full study
 FINETUNE_MIN = {"ratlesnetv2": 20, "unet": 10, "dynunet": 25, "unetr": 30}  # GPU minutes per cell
 
@@ -108,7 +108,7 @@ def full_study(ft_min: dict[str, float]) -> tuple[dict[str, set[str]], dict[str,
     t = {}
     for stage, cmd in cmds.items():
         kind = stage.split("@")[0]
-        if kind in ("finetune", "baseline"):
+        if kind in ("finetune", "scratch", "baseline"):
             t[stage] = ft_min[_model(cmd)] * 60
         elif kind == "tune":
             t[stage] = tune_x * ft_min[cfg.tune.model] * 60

@@ -27,7 +27,7 @@ from lesionseg.config import ProjectConfig, load_config
 from lesionseg.errors import ConfigError, LesionsegError
 
 #: Stages (the name before ``@``) that ask for ``resources={"GPU": 1}`` when the workers declare GPUs.
-GPU_STAGES = frozenset({"pretrain", "finetune", "baseline", "tune", "evaluate"})
+GPU_STAGES = frozenset({"pretrain", "finetune", "scratch", "baseline", "tune", "evaluate"})
 #: Standard thread-count variables of OpenMP/MKL/OpenBLAS/numexpr; not project knobs (see ``task_env``).
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 ATTEMPT_MARK = "# lesionseg study: attempt"

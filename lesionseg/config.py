@@ -313,7 +313,7 @@ class FinetuneConfig:
 
     source: str = "pretrain"  # `pretrain` (this pipeline's weights) or a checkpoint path
     models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
-    strategies: list[str] = field(default_factory=lambda: ["scratch", "full"])
+    strategies: list[str] = field(default_factory=lambda: ["full"])  # transfer only; scratch is its own stage
     sample_sizes: list[int] = field(default_factory=lambda: [4, 8, 16])
     augment: list[str] = field(default_factory=lambda: ["noaug"])
     # per strategy, what only its cells read (so dvc.yaml makes each cell depend on its own strategy's block):
@@ -322,6 +322,12 @@ class FinetuneConfig:
         "scratch": {"lr": 0.003}, "full": {"lr": 0.001},
         "partial": {"lr": 0.001, "freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14}}})
     train: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        wrong = [s for s in self.strategies if s not in ("partial", "full")]
+        if wrong:
+            raise ConfigError(f"finetune.strategies: {wrong} are not transfer strategies (partial, full); every model "
+                              "and size trains from scratch in the `scratch` stage anyway; fix params.yaml")
 
     def lr_for(self, strategy: str) -> float | None:
         """The declared learning rate of ``strategy``, or None (then ``train.lr`` applies)."""
@@ -339,7 +345,7 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class BaselineConfig:
-    """``baseline``: MONAI networks trained from scratch."""
+    """``baseline``: MONAI networks trained from scratch, at sizes of their own (the `baseline` stage)."""
 
     models: list[str] = field(default_factory=lambda: ["unet"])
     sample_sizes: list[int] = field(default_factory=lambda: [16])

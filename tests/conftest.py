@@ -34,7 +34,7 @@ TINY_PARAMS = {
               "patience_steps": 20, "seed": 0, "num_threads": 1, "patch_size": None, "device": "cpu", "amp": False},
     "study": {"repeats": [0, 1]},
     "pretrain": {"models": ["ratlesnetv2"], "augment": False, "train": {"epochs": 2}},
-    "finetune": {"source": "pretrain", "models": ["ratlesnetv2"], "strategies": ["scratch", "partial"],
+    "finetune": {"source": "pretrain", "models": ["ratlesnetv2"], "strategies": ["partial"],
                  "sample_sizes": [4], "augment": ["noaug"],
                  # every lr differs from train.lr and each other, so a stage reading one dvc.yaml omits is caught
                  "arms": {"scratch": {"lr": 0.02}, "full": {"lr": 0.03},

@@ -274,9 +274,9 @@ def test_a_new_sample_size_or_arm_lr_reruns_no_existing_cell(repo):
         (root / "params.yaml").write_text(original)
     assert "subsets" in before
     existing = {s for s in after if s.startswith(("finetune@", "baseline@", "tune@")) and "-4-" in s}
-    assert existing == {"finetune@ratlesnetv2-scratch-4-noaug-0", "finetune@ratlesnetv2-scratch-4-noaug-1",
+    assert existing == {"scratch@ratlesnetv2-4-noaug-0", "scratch@ratlesnetv2-4-noaug-1",
                         "baseline@unet-4-aug-0", "baseline@unet-4-aug-1"}, after
-    assert {"finetune@ratlesnetv2-partial-6-noaug-0", "finetune@ratlesnetv2-scratch-6-noaug-1"} <= after
+    assert {"finetune@ratlesnetv2-partial-6-noaug-0", "scratch@ratlesnetv2-6-noaug-1"} <= after
     _run(["dvc", "repro", "subsets"], root, env)  # back to the original subsets: no cell is stale
     assert not {s for s in _stale(root, env) if "@" in s}
 
