@@ -68,14 +68,16 @@ def test_count_lesion_scans_from_cases_csv_or_labels(cohort: Path, tmp_path: Pat
     assert P.count_lesion_scans(bare) == 4
 
 
-def test_promote_refuses_a_small_cohort_before_loading_or_scoring(cohort: Path, monkeypatch, tmp_path: Path) -> None:
+def test_promote_refuses_a_small_cohort_before_scoring(cohort: Path, monkeypatch, tmp_path: Path) -> None:
+    """After the check for seen data (a leaked cohort hears about the leak first), before any scan is scored."""
     def never(*args, **kwargs):
-        raise AssertionError("promote loaded or scored a model on a cohort that could never pass")
+        raise AssertionError("promote scored a model on a cohort that could never pass")
 
     client = SimpleNamespace(get_model_version_by_alias=lambda name, alias: SimpleNamespace(version="1"))
     monkeypatch.setattr(P, "MlflowClient", lambda: client)
     monkeypatch.setattr(P, "resolve_version", lambda name, candidate: "2")
-    monkeypatch.setattr(P, "load_segmenter", never)
+    monkeypatch.setattr(P, "load_segmenter", lambda uri: uri)
+    monkeypatch.setattr(P, "refuse_seen_data", lambda *args: None)
     monkeypatch.setattr(P, "score_scans", never)
     with pytest.raises(DataError, match="5 lesion scans needed at promote.alpha 0.05; the acceptance cohort has 4"):
         P.promote("lesionseg-mouse", "@challenger", PromoteConfig(alpha=0.05), cohort, log_path=tmp_path / "p.jsonl",

@@ -1,8 +1,8 @@
 """Challenger vs champion on new animals (an acceptance dataset, never the test split), then (maybe) move
 ``@champion``.
 
-Order of work: refuse data that either model trained or was selected on, refuse a cohort too small for the rule
-to ever pass (the one-sided paired Wilcoxon's smallest p is 1/2^n with n lesion scans), score both in native
+Order of work: refuse data that either model trained or was selected on, refuse (before scoring) a cohort too
+small for the rule to ever pass (the one-sided paired Wilcoxon's smallest p is 1/2^n with n lesion scans), score both in native
 space with the named metrics, decide (a check that cannot be computed is "not assessed" and blocks promotion),
 write the comparison artifact and the promotion log, tag the versions, and only then move the alias, so any
 failure before the last step leaves the registry's aliases as they were.
@@ -193,11 +193,11 @@ def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path
                                      "MANAGE")
         if refused:
             raise TrackingError(refused)
-    if champion_version is not None:  # before loading or scoring anything: can this cohort ever promote?
-        refuse_small_cohort(count_lesion_scans(data_dir), rule.alpha, data_dir)
     versions = [v for v in (candidate_version, champion_version) if v]
     segmenters = {v: load_segmenter(f"models:/{name}/{v}") for v in versions}
     refuse_seen_data(name, versions, data_dir, segmenters[candidate_version])
+    if champion_version is not None:  # before scoring: can this cohort ever show the candidate is better?
+        refuse_small_cohort(count_lesion_scans(data_dir), rule.alpha, data_dir)
     case_ids = [r.case_id for r in read_cases(data_dir)]
     tables = {v: score_scans(seg, data_dir, case_ids)[0] for v, seg in segmenters.items()}
     decision, table = decide(tables[candidate_version], tables.get(champion_version), rule, candidate_version,
