@@ -57,7 +57,11 @@ def test_first_candidate_becomes_champion_on_new_animals_then_dry_run_moves_noth
     root, (v1, v2) = two_versions
     acceptance = root / "data/raw/mouse-acceptance"
     log = root / "reports/promotions.jsonl"
-    decision, _ = promote(TARGET_MODEL, v1["version"], PromoteConfig(), acceptance, log_path=log)
+    n_lesion = promotion.count_lesion_scans(acceptance)
+    # the tiny models (1-2 epochs) are weak and the tiny cohort's few lesion scans cannot reach alpha 0.05
+    rule = PromoteConfig(min_dice_first=0.0, alpha=0.1)
+    assert promotion.lesion_scans_needed(rule.alpha) <= n_lesion < promotion.lesion_scans_needed(PromoteConfig().alpha)
+    decision, _ = promote(TARGET_MODEL, v1["version"], rule, acceptance, log_path=log)
     client = MlflowClient()
     assert decision.promote and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
     tags = client.get_model_version(TARGET_MODEL, v1["version"]).tags
@@ -73,7 +77,10 @@ def test_first_candidate_becomes_champion_on_new_animals_then_dry_run_moves_noth
     assert len(table) == 6 and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
     assert log.read_text() == before
     assert "promotion_decision" not in client.get_model_version(TARGET_MODEL, v2["version"]).tags
-    promote(TARGET_MODEL, "@challenger", PromoteConfig(), acceptance, log_path=log)
+    with pytest.raises(DataError, match=f"lesion scans needed at promote.alpha 0.05; the acceptance cohort has {n_lesion}"):
+        promote(TARGET_MODEL, "@challenger", PromoteConfig(), acceptance, log_path=log)  # the defaults: too few scans
+    assert log.read_text() == before
+    promote(TARGET_MODEL, "@challenger", rule, acceptance, log_path=log)
     assert json.loads(log.read_text().splitlines()[1])["earlier_promotions_on_this_data"] == 1
 
 

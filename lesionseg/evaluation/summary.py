@@ -32,11 +32,9 @@ approximate CIs of Bland & Altman (1999), ``volume_icc`` (ICC(2,1)), ``volume_re
 those over the models of an arm (never the volumes), with their SD across models. Shams are reported apart,
 per model: :func:`sham_volume_per_model` (false-positive volume in mm3).
 
-Over repeats (:func:`summarize_over_repeats`, one table holding several trainings of one arm on the
-same test scans): each rate and mean is the mean of the per-repeat values; the sham CI counts each
-sham scan once, scored by the share of repeats that flagged it (repeats of one scan are not
-independent trials); the volume agreement compares each scan's predicted volume, averaged over
-repeats, with its manual volume.
+Several trainings of one arm (the study report): every quantity is computed per trained model, on that
+model's own predictions, and then averaged over the models (with their SD across models); volumes and
+predictions are never averaged over models first, and volumetry is per model on lesion scans as above.
 """
 from __future__ import annotations
 
@@ -204,28 +202,6 @@ def summarize(table: pd.DataFrame, diagonal_mm: float | None = None) -> dict[str
         "n_lesion": int(len(les)),
         "n_sham": int(len(sham)),
     }
-    return {key: out[key] for key in SUMMARY_KEYS}
-
-
-def summarize_over_repeats(table: pd.DataFrame, repeat: str = "repeat", case: str = "case_id") -> dict[str, float]:
-    """:func:`summarize` of an arm trained several times (``repeat``) on the same test scans (``case``).
-
-    Rates and means are averaged over repeats; the sham CI and the volume agreement count each scan once
-    (module docstring), so repeats do not narrow them as if they were new animals.
-    """
-    cases = table if "hd95_mm_penalised" in table else case_metrics(table)
-    out = pd.DataFrame([summarize(g) for _, g in cases.groupby(repeat, sort=True)]).mean().to_dict()
-    lesion = _has_lesion(cases)
-    sham = cases[~lesion].groupby(case)["false_alarm"].mean()
-    out["sham_fp_ci_low"], out["sham_fp_ci_high"] = clopper_pearson(float(sham.sum()), int(sham.size))
-    volumes = pd.DataFrame({"pred": cases["pred_volume_mm3"].astype(float), "true": _true_volume(cases),
-                            case: cases[case]}).groupby(case).mean()
-    pred, true = volumes["pred"].to_numpy(), volumes["true"].to_numpy()
-    out["volume_bias_mm3"], out["volume_loa_low_mm3"], out["volume_loa_high_mm3"] = bland_altman(pred, true)
-    out["volume_icc"] = icc(np.column_stack([pred, true]), "2,1")
-    out["volume_pearson_r"] = pearson_r(pred, true)
-    out["n_lesion"] = int(cases.loc[lesion, case].nunique())
-    out["n_sham"] = int(sham.size)
     return {key: out[key] for key in SUMMARY_KEYS}
 
 
