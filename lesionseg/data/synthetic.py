@@ -42,17 +42,89 @@ class Anatomy:
 
 @dataclass(frozen=True)
 class Contrast:
-    """T2w signal of each tissue relative to cortical grey matter."""
+    """T2w signal of each tissue relative to cortical grey matter (see :func:`t2w_contrast`)."""
 
     white_matter: float
-    deep_grey: float
+    deep_grey: float  # striatum
     csf: float
     fat: float
     muscle: float
     skin: float
     bone: float
     eye: float
-    lesion: tuple[float, float]  # range of lesion / grey matter
+    lesion: tuple[float, float]  # range of the lesion core / grey matter
+    thalamus: float = 0.9
+    lesion_rim: float = 1.1  # the edematous rim around the core
+    lens: float = 0.15
+    vessel: float = 0.12  # flow void of arteries and large veins in a spin-echo train
+    gland: float = 1.1  # salivary and Harderian glands
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Proton density (relative to pure water), T1 (s) and T2 (ms) of one tissue at the scanner's field."""
+
+    pd: float
+    t1_s: float
+    t2_ms: float
+
+
+def rare_signal(tissue: Relaxation, tr_s: float, te_ms: float) -> float:
+    """Spin-echo (RARE) magnitude at repetition time ``tr_s`` and effective echo time ``te_ms``:
+    ``PD * (1 - exp(-TR/T1)) * exp(-TE/T2)`` (e.g. Haacke et al., *Magnetic Resonance Imaging: Physical
+    Principles and Sequence Design*, 1999, ch. 8 and 16; full refocusing, TR >> echo train assumed)."""
+    return tissue.pd * (1 - float(np.exp(-tr_s / tissue.t1_s))) * float(np.exp(-te_ms / tissue.t2_ms))
+
+
+def t2w_contrast(tissues: dict[str, Relaxation], tr_s: float, te_ms: float) -> Contrast:
+    """Tissue signals relative to cortical grey matter (``tissues["grey"]``) for a T2w RARE protocol."""
+    grey = rare_signal(tissues["grey"], tr_s, te_ms)
+
+    def rel(name: str) -> float:
+        return round(rare_signal(tissues[name], tr_s, te_ms) / grey, 3)
+
+    return Contrast(
+        white_matter=rel("white"), deep_grey=rel("striatum"), csf=rel("csf"), fat=rel("fat"), muscle=rel("muscle"),
+        skin=rel("skin"), bone=rel("bone"), eye=rel("vitreous"), lesion=(rel("lesion_low"), rel("lesion_high")),
+        thalamus=rel("thalamus"), lesion_rim=rel("lesion_rim"), lens=rel("lens"), vessel=0.12, gland=rel("gland"),
+    )
+
+
+# Relaxation at the two fields. Brain water T1/T2: rat 9.4 T, de Graaf et al., MRM 56:386 (2006) (cortex T1 about
+# 1.9 s, T2 about 40 ms; white matter shorter); mouse 7 T, Guilfoyle et al., MRM 49:576 (2003) (T1 about 1.7 s,
+# T2 about 45-50 ms). T1 grows and T2 shrinks with field. Striatum and thalamus hold more myelinated fibres than
+# cortex: a little shorter T2. CSF and vitreous humour are nearly free water (T1 3.5-4 s; T2 well over 100 ms,
+# shortened at high field by diffusion and exchange). Ischaemic lesion at 24 h (vasogenic + cytotoxic oedema):
+# T2 up 30-70 % in the core, less in the rim, water content up some 5-10 % (Knight et al., Stroke 22:802, 1991;
+# Hoehn-Berlage et al., NMR Biomed 8:345, 1995). Skeletal muscle T2 about 25-30 ms. Fat: short T1, and in a RARE
+# train its J-coupled lines decouple, so it stays bright (Henkelman et al., JMRI 2:533, 1992). Cortical bone and
+# the lens: T2 of a few ms, no signal at these echo times. Salivary and Harderian glands: watery, lipid-rich
+# secretory tissue, about as bright as grey matter in T2w.
+RELAXATION = {
+    "rat": {
+        "grey": Relaxation(0.80, 1.90, 42), "striatum": Relaxation(0.79, 1.85, 40),
+        "thalamus": Relaxation(0.77, 1.75, 38), "white": Relaxation(0.70, 1.60, 34),
+        "csf": Relaxation(1.00, 3.80, 170), "vitreous": Relaxation(1.00, 3.50, 200),
+        "lesion_low": Relaxation(0.86, 2.20, 58), "lesion_high": Relaxation(0.88, 2.50, 80),
+        "lesion_rim": Relaxation(0.82, 2.00, 47), "muscle": Relaxation(0.75, 1.90, 26),
+        "fat": Relaxation(0.90, 0.55, 60), "skin": Relaxation(0.70, 1.50, 30),
+        "bone": Relaxation(0.15, 1.00, 2), "lens": Relaxation(0.60, 1.20, 15),
+        "gland": Relaxation(0.85, 1.80, 45),
+    },
+    "mouse": {
+        "grey": Relaxation(0.80, 1.75, 46), "striatum": Relaxation(0.79, 1.70, 44),
+        "thalamus": Relaxation(0.77, 1.60, 41), "white": Relaxation(0.70, 1.45, 37),
+        "csf": Relaxation(1.00, 3.60, 220), "vitreous": Relaxation(1.00, 3.30, 220),
+        "lesion_low": Relaxation(0.86, 2.00, 60), "lesion_high": Relaxation(0.88, 2.30, 80),
+        "lesion_rim": Relaxation(0.82, 1.85, 52), "muscle": Relaxation(0.75, 1.70, 29),
+        "fat": Relaxation(0.90, 0.50, 65), "skin": Relaxation(0.70, 1.40, 33),
+        "bone": Relaxation(0.15, 0.90, 2), "lens": Relaxation(0.60, 1.10, 17),
+        "gland": Relaxation(0.85, 1.65, 50),
+    },
+}
+# Protocols: rat, 2D RARE at 9.4 T (RatLesNetV2's data: 256x256x18); mouse, 2D RARE at 7 T (the seed study).
+# TR 2.5-3 s and effective TE 30-45 ms are the usual rodent stroke T2w settings.
+PROTOCOL = {"rat": (2.5, 40.0), "mouse": (3.0, 33.0)}  # (TR s, effective TE ms)
 
 
 @dataclass(frozen=True)
@@ -68,7 +140,8 @@ class DomainSpec:
     contrast: Contrast
     brain_center_mm: tuple[float, float, float]  # brain centre relative to the FOV centre (x, y, z), RAS
     noise_sigma: float  # Rician noise sigma relative to grey matter at the brain centre
-    coil_falloff_mm: float  # surface coil on top: sensitivity ~ exp(height above the brain centre / falloff)
+    coil_radius_mm: float  # receive loop over the head (see _coil_and_bias)
+    coil_gap_mm: float  # from the top of the brain up to the loop's plane (scalp, skull, coil housing)
     bias_strength: float  # amplitude of the smooth random log-bias field
     signal_scale: float  # stored int16 value of grey matter at the brain centre
 
@@ -86,11 +159,8 @@ DOMAINS: dict[str, DomainSpec] = {
             brain_semi_axes_mm=(4.8, 4.6, 3.0), cortex_mm=0.9, white_matter_mm=0.2, ventricle_mm=0.07,
             csf_mm=0.04, skull_mm=0.25, scalp_mm=0.45, head_scale=1.12, deform_mm=0.1, midline_shift_mm=0.3,
         ),
-        contrast=Contrast(
-            white_matter=0.72, deep_grey=0.93, csf=2.0, fat=1.55, muscle=0.42, skin=0.62, bone=0.05,
-            eye=2.1, lesion=(1.2, 1.5),
-        ),
-        brain_center_mm=(0.0, 0.0, 5.0), noise_sigma=0.05, coil_falloff_mm=9.0, bias_strength=0.08,
+        contrast=t2w_contrast(RELAXATION["mouse"], *PROTOCOL["mouse"]),
+        brain_center_mm=(0.0, 0.0, 5.0), noise_sigma=0.05, coil_radius_mm=12.0, coil_gap_mm=2.0, bias_strength=0.06,
         signal_scale=3000.0,
     ),
     "rat": DomainSpec(
@@ -99,11 +169,8 @@ DOMAINS: dict[str, DomainSpec] = {
             brain_semi_axes_mm=(7.5, 7.6, 5.0), cortex_mm=1.8, white_matter_mm=0.35, ventricle_mm=0.1,
             csf_mm=0.06, skull_mm=0.45, scalp_mm=0.7, head_scale=1.2, deform_mm=0.18, midline_shift_mm=0.6,
         ),
-        contrast=Contrast(
-            white_matter=0.62, deep_grey=0.9, csf=2.4, fat=1.2, muscle=0.5, skin=0.7, bone=0.07,
-            eye=2.4, lesion=(1.3, 1.65),
-        ),
-        brain_center_mm=(0.0, 0.0, 5.5), noise_sigma=0.03, coil_falloff_mm=20.0, bias_strength=0.15,
+        contrast=t2w_contrast(RELAXATION["rat"], *PROTOCOL["rat"]),
+        brain_center_mm=(0.0, 0.0, 5.5), noise_sigma=0.03, coil_radius_mm=25.0, coil_gap_mm=3.0, bias_strength=0.08,
         signal_scale=6000.0,
     ),
 }
@@ -177,6 +244,7 @@ class _Pose:
     speckle: _Field  # fibre bundles in the striatum
     bias: _Field  # smooth receive-field variation
     fat_pads: np.ndarray  # (4, 6): centre and semi-axes in brain semi-axes
+    fascicles: _Field | None = None  # muscle fascicles and the fat septa between them
 
 
 def _draw_pose(rng: np.random.Generator, spec: DomainSpec) -> _Pose:
@@ -194,6 +262,7 @@ def _draw_pose(rng: np.random.Generator, spec: DomainSpec) -> _Pose:
         center=center, origin=origin, rotation=rotation, size=size,
         deform=tuple(_Field(rng, 1.6 * semi[0]) for _ in range(3)), texture=_Field(rng, 0.6 * semi[0]),
         speckle=_Field(rng, 0.08 * semi[0], n_modes=6), bias=_Field(rng, 3.0 * semi[0], n_modes=3), fat_pads=pads,
+        fascicles=_Field(rng, 0.12 * semi[0], n_modes=8),
     )
 
 
@@ -369,6 +438,8 @@ _HEAD_PARTS = (  # name, centre, semi-axes, mirrored left-right pair
     ("nasal cavity", (0.14, 1.75, -0.75), (0.1, 0.55, 0.3), True),
     ("eye", (0.8, 1.0, -0.45), (0.3, 0.3, 0.3), True),
     ("lens", (0.95, 1.0, -0.45), (0.14, 0.14, 0.14), True),
+    ("salivary gland", (0.95, -0.55, -2.25), (0.3, 0.7, 0.4), True),
+    ("harderian gland", (0.62, 0.7, -0.75), (0.2, 0.3, 0.25), True),
 )
 
 
@@ -433,13 +504,18 @@ def _paint_head(canvas: _Canvas, scene: _Scene, brain_sd: np.ndarray, spec: Doma
     """Muscle, patchy fat, skin, tongue, fat pads, jaw bones, airways and eyes: everything outside the skull."""
     an, co = spec.anatomy, spec.contrast
     values = {"tongue": 1.3 * co.muscle, "mandible": co.bone, "airway": 0.0, "ear canal": 0.0,
-              "nasal cavity": 0.0, "eye": co.eye, "lens": 0.15}
+              "nasal cavity": 0.0, "eye": co.eye, "lens": co.lens, "salivary gland": co.gland,
+              "harderian gland": co.gland}
     parts = {name: _part_sd(scene, c, s, m) for name, c, s, m in _HEAD_PARTS}
     head = _head_sd(scene, brain_sd, scene.full(*parts["eye"]), an)
     texture = scene.pose.texture(scene.rel)
     skin = 0.25 * an.scalp_mm
-    canvas.paint(head, co.muscle * (1 + 0.06 * texture))
-    canvas.paint(_band(head, skin, skin + 0.5 * an.scalp_mm * (0.8 + texture)), co.fat)
+    # Skeletal muscle is bundles of fascicles with fat and connective-tissue septa between them: a fine random
+    # field sets each voxel's fat fraction (about 10 % on average), a coarse one the patchiness.
+    septa = 0.8 * np.clip(scene.pose.fascicles(scene.rel) - 0.9, 0, 0.6)
+    canvas.paint(head, co.muscle * (1 + 0.06 * texture) + septa * (co.fat - co.muscle))
+    # The rodent scalp is skin over the temporal muscles with little subcutaneous fat: fat only in patches.
+    canvas.paint(_band(head, skin, skin + 0.5 * an.scalp_mm * np.clip(texture - 0.4, 0, 1)), co.fat)
     canvas.paint(_band(head, 0.0, skin), co.skin)
     for pad in scene.pose.fat_pads:
         box, sd = _part_sd(scene, pad[:3], pad[3:], mirrored=False)
@@ -453,7 +529,10 @@ def _paint_skull(canvas: _Canvas, scene: _Scene, brain_sd: np.ndarray, an: Anato
     center, half = _BRAIN_BOX
     box = scene.box(_scaled(center, scene.semi), np.add(_scaled(half, scene.semi), 3 * an.skull_mm + an.csf_mm))
     sd, z = brain_sd[box], scene.at(box)[2]
-    csf = an.csf_mm * np.clip(1 + 1.5 * scene.pose.texture(scene.rel_at(box)), 0, None)  # patchy
+    # Subarachnoid CSF: the dura lies almost on the dorsal cortex of rodents (a few tens of um, well under a
+    # voxel), the basal cisterns are wider (Paxinos and Watson, The Rat Brain in Stereotaxic Coordinates).
+    ventral = 0.3 + 2.2 * np.clip(0.2 - z / scene.semi[2], 0, 1)
+    csf = an.csf_mm * ventral * np.clip(1 + 1.5 * scene.pose.texture(scene.rel_at(box)), 0, None)  # patchy
     bone = an.skull_mm * (1 + 1.5 * np.clip(-z / scene.semi[2] - 0.3, 0, 1))
     canvas.paint(sd - csf - bone, co.bone, box)
     canvas.paint(sd - csf, co.csf, box)
@@ -480,23 +559,45 @@ def _paint_brain(canvas: _Canvas, box, t, parts, spec: DomainSpec, texture: np.n
     ax, ay, az = an.brain_semi_axes_mm
     depth = -_cerebrum_sd(x, y, z, an.brain_semi_axes_mm)
     cortex = an.cortex_mm * (1 + 0.7 * (x / ax) ** 2)
-    layers = 1.06 - 0.1 * np.clip(depth / cortex, 0, 1)  # superficial cortex a little brighter than deep layers
+    # Cortical layers in T2w: cell-sparse layer I a little brighter, the fibre-rich deep layers V-VI a little
+    # darker (a few %; e.g. Boretius et al., NeuroImage 47:1252, 2009, at 9.4 T).
+    relative = np.clip(depth / cortex, 0, 1)
+    layers = 1.0 + 0.04 * np.clip(1 - relative / 0.12, 0, 1) - 0.035 * np.clip((relative - 0.65) / 0.35, 0, 1)
     canvas.paint(parts["union"][box], layers * (1 + 0.03 * texture), box)
     _paint_hindbrain(canvas, box, t, parts, co, an.brain_semi_axes_mm, texture)
     wm = an.white_matter_mm * (1 + 0.8 * np.exp(-((x / (0.25 * ax)) ** 2))) * np.clip((z / az + 0.35) / 0.35, 0, 1)
     inner = cortex + wm
     extent = np.maximum(-(y + 0.85 * ay), y - 0.8 * ay)  # white matter and deep grey, front to back
-    fibres = 1 - 0.12 * np.clip(speckle - 0.9, 0, 1)
-    deep = np.where(y < -0.2 * ay, np.float32(co.deep_grey - 0.05), co.deep_grey * fibres)
+    # Striatum: grey matter crossed by the dark fibre bundles of the internal capsule; thalamus more myelinated.
+    fibres = 1 + (co.white_matter / co.deep_grey - 1) * np.clip(speckle - 0.8, 0, 1)
+    deep = np.where(y < -0.2 * ay, np.float32(co.thalamus), co.deep_grey * fibres)
     deep = 1 + (deep - 1) * np.clip((z / az + 0.65) / 0.3, 0, 1)  # fades into the ventral grey matter
     canvas.paint(np.maximum(inner - depth, extent), deep, box)
     hippocampus = np.maximum(np.maximum(depth - inner - 0.22 * az, y + 0.25 * ay), 0.05 * az - z)
     hippocampus = np.maximum(np.maximum(hippocampus, inner - depth), np.abs(x) - 0.7 * ax)
-    canvas.paint(np.maximum(hippocampus, extent), 1.05, box)
+    canvas.paint(np.maximum(hippocampus, extent), 1.03, box)
     canvas.paint(np.maximum(_band(-depth, cortex, inner), extent), co.white_matter, box)
     csf = np.maximum(_ventricles_sd(x, y, z, an, inner - depth + 0.5 * an.ventricle_mm), -depth)
     canvas.paint(csf, co.csf, box)
+    _paint_vessels(canvas, box, t, an, co)
     return csf
+
+
+# Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the
+# dorsal midline, the middle cerebral arteries over the lateral cortex near the rhinal fissure, the azygos
+# pericallosal artery in the fissure; (x, z) in brain semi-axes, radius in mm at rat size (scaled with the brain).
+_VESSELS = (((0.0, 1.02), 0.22), ((0.93, -0.3), 0.12), ((-0.93, -0.3), 0.12), ((0.0, 0.62), 0.08),
+            ((0.55, -0.85), 0.1), ((-0.55, -0.85), 0.1))
+
+
+def _paint_vessels(canvas: _Canvas, box, t, an: Anatomy, co: Contrast) -> None:
+    x, y, z = t
+    ax, ay, az = an.brain_semi_axes_mm
+    size = ax / 7.5
+    along = np.abs(y) - 0.85 * ay
+    for (cx, cz), radius in _VESSELS:
+        tube = np.sqrt((x - cx * ax) ** 2 + (z - cz * az) ** 2) - radius * size
+        canvas.paint(np.maximum(tube, along), co.vessel, box)
 
 
 def _ventricles_sd(x, y, z, an: Anatomy, below_white_matter: np.ndarray) -> np.ndarray:
@@ -537,12 +638,21 @@ def _lesion_sd(t, rel, lesion: _Lesion, cerebrum_sd, csf_sd, semi) -> np.ndarray
 
 
 def _coil_and_bias(affine: np.ndarray, shape, spec: DomainSpec, pose: _Pose) -> np.ndarray:
-    """Receive sensitivity, 1 at the brain centre: a surface coil over the head times a smooth random field."""
+    """Receive sensitivity, 1 at the brain centre: a surface loop over the head times a smooth random field.
+
+    By reciprocity (Hoult and Richards, J Magn Reson 24:71, 1976) a receive loop's sensitivity is the field it
+    would make per unit current. Biot-Savart on a circular loop of radius ``a`` gives ``a^2 / (a^2 + d^2)^1.5`` on
+    its axis at depth ``d``; off the axis the squared distance ``r^2`` from the axis is added to ``d^2`` (a
+    first-order approximation of the elliptic-integral solution, good within about a radius of the axis).
+    """
     x, y, z = _world_offsets(affine, shape, pose.center)
-    height = np.minimum(z, 2 * spec.anatomy.brain_semi_axes_mm[2])
-    coil = np.exp(height[None, :] / spec.coil_falloff_mm - 0.5 * (x[:, None] / (1.5 * spec.coil_falloff_mm)) ** 2)
+    a = spec.coil_radius_mm
+    plane = spec.anatomy.brain_semi_axes_mm[2] + spec.coil_gap_mm  # loop height above the brain centre
+    depth = np.maximum(plane - z, 0.5 * spec.coil_gap_mm)  # nothing reaches above the loop
+    d2 = depth[None, :, None] ** 2 + x[:, None, None] ** 2 + y[None, None, :] ** 2
+    coil = ((a * a + plane * plane) / (a * a + d2)) ** 1.5
     rel = (x[:, None, None], y[None, None, :], z[None, :, None])
-    return coil[:, :, None].astype(np.float32) * np.exp(np.float32(spec.bias_strength) * pose.bias(rel))
+    return coil.astype(np.float32) * np.exp(np.float32(spec.bias_strength) * pose.bias(rel))
 
 
 def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -552,13 +662,15 @@ def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
     return np.hypot(real, imag)
 
 
-def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, lesion: bool) -> SyntheticCase:
-    """One scan of ``spec``'s domain; ``lesion=False`` gives a sham (same anatomy for the same draws, empty mask).
+# Partial volume across thick slices: a 2D slice integrates its slice profile, so structures that curve through a
+# 0.5-1 mm slice (the cortical surface at the poles, ventricles, the lesion border) blur along the slice axis. The
+# slab is sampled at SUB_SLICES positions per slice (a box profile; the real profile is about rectangular for a
+# well-designed RARE refocusing pulse) and averaged; the label is the majority of those samples.
+SUB_SLICES = (-0.25, 0.25)
 
-    ``image`` is int16 as stored (grey matter near ``spec.signal_scale``), ``label`` uint8, ``affine`` RAS mm.
-    """
-    pose, drawn = _draw_pose(rng, spec), _draw_lesion(rng, spec)
-    affine = _acquisition_affine(spec, pose.origin)
+
+def _render(spec: DomainSpec, pose: _Pose, drawn: _Lesion, lesion: bool, affine: np.ndarray):
+    """Noise-free signal, lesion indicator and brain indicator (float32, full grid) at one slice position."""
     scene = _Scene(spec, pose, affine)
     parts = _brain_parts(*scene.coords, scene.semi)
     canvas = _Canvas(scene.coords[0].shape, spec.spacing[0])
@@ -570,22 +682,52 @@ def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, le
     if lesion:
         shift_mm = spec.anatomy.midline_shift_mm * (drawn.scale / LESION_SCALE[1]) ** 2  # full shift at the largest
         x = _midline_shift(x, y, scene.semi, drawn, shift_mm)
-    csf = _paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), pose.speckle(rel))
-    label = np.zeros(scene.shape, np.uint8)
+    speckle = pose.speckle(rel)
+    csf = _paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), speckle)
+    signal, label, brain = (np.zeros(scene.shape, np.float32) for _ in range(3))
     if lesion:
         lesion_sd = _lesion_sd((x, y, z), rel, drawn, parts["cerebrum"][box], csf, scene.semi)
-        canvas.paint(lesion_sd, drawn.contrast * (1 + 0.07 * drawn.texture(rel)), box)
+        canvas.paint(lesion_sd, _lesion_signal(lesion_sd, drawn, spec, rel, speckle), box)
         label[scene.window][box] = lesion_sd < 0
-    signal = np.zeros(scene.shape, np.float32)
-    signal[scene.window] = ndimage.gaussian_filter(canvas.image, _PSF_SIGMA_PIXELS, truncate=3.0)
-    image = _rician(signal * _coil_and_bias(affine, scene.shape, spec, pose), spec.noise_sigma, rng)
-    brain_mask = np.zeros(scene.shape, bool)
-    brain_mask[scene.window] = parts["union"] < 0
+    signal[scene.window] = canvas.image
+    brain[scene.window] = parts["union"] < 0
+    return signal, label, brain
+
+
+def _lesion_signal(sd: np.ndarray, drawn: _Lesion, spec: DomainSpec, rel, speckle: np.ndarray) -> np.ndarray:
+    """A hyperintense core inside a milder oedematous rim (T2 rises less at the border zone), patchy in both.
+
+    At 24 h the T2 of the core is up most, the peri-infarct rim less (Hoehn-Berlage et al. 1995), and the
+    core is heterogeneous (spared vessels, oedema gradients): a coarse and a fine random field, about +-8 %.
+    """
+    rim_mm = 0.09 * spec.anatomy.brain_semi_axes_mm[0]  # about 0.7 mm in the rat, 0.4 mm in the mouse
+    depth = np.clip(-sd / rim_mm, 0, 1)
+    value = spec.contrast.lesion_rim + (drawn.contrast - spec.contrast.lesion_rim) * depth
+    return value * (1 + 0.07 * drawn.texture(rel) + 0.03 * speckle)
+
+
+def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, lesion: bool) -> SyntheticCase:
+    """One scan of ``spec``'s domain; ``lesion=False`` gives a sham (same anatomy for the same draws, empty mask).
+
+    ``image`` is int16 as stored (grey matter near ``spec.signal_scale``), ``label`` uint8, ``affine`` RAS mm.
+    """
+    pose, drawn = _draw_pose(rng, spec), _draw_lesion(rng, spec)
+    affine = _acquisition_affine(spec, pose.origin)
+    signal, label, brain = (np.zeros((spec.matrix, spec.matrix, spec.n_slices), np.float32) for _ in range(3))
+    for offset in SUB_SLICES:
+        shifted = affine.copy()
+        shifted[:3, 3] += offset * affine[:3, 2]
+        parts = _render(spec, pose, drawn, lesion, shifted)
+        for total, part in zip((signal, label, brain), parts):
+            total += part / len(SUB_SLICES)
+    signal = ndimage.gaussian_filter(signal, _PSF_SIGMA_PIXELS, truncate=3.0)
+    image = _rician(signal * _coil_and_bias(affine, signal.shape, spec, pose), spec.noise_sigma, rng)
+    label = (label >= 0.5).astype(np.uint8)
     return SyntheticCase(
         case_id=case_id, group="MCAo" if lesion else "sham",
         image=np.clip(np.rint(image * spec.signal_scale), 0, np.iinfo(np.int16).max).astype(np.int16),
         label=label, affine=affine, lesion_volume_mm3=float(label.sum()) * float(np.prod(spec.spacing)),
-        brain_mask=brain_mask,
+        brain_mask=brain >= 0.5,
     )
 
 

@@ -1,0 +1,301 @@
+"""Realism of the synthetic rats, judged by a model trained on real scans: the authors' published RatLesNetV2.
+
+Synthetic rats are generated at the published geometry (256x256 in-plane, 18 slices) with the package's
+generator (:func:`lesionseg.data.synthetic.synthesize_dataset`, what ``lesionseg synth`` calls) and fed to the
+published weights exactly as the authors fed real scans (jmlipman/RatLesNetv2, ``lib/DataWrapper.py`` and
+``eval.py``): the stored voxel array of the NIfTI file, z-scored over the whole volume, the slice axis moved
+first, shaped ``(1, 1, 18, 256, 256)``; argmax of the 2-channel output; islands and holes under 20 voxels
+removed (26-connectivity, as their ``removeSmallIslands``). The authors' in-plane orientation is not published,
+so every case is run in all 8 in-plane orientations (transpose and flips of the two in-plane axes).
+
+Reported: per-case lesion Dice, the predicted volume in shams (mm3), the mean Dice of each orientation (the best
+one is named), and overlays of the predictions (best orientation) on two lesion scans and a sham.
+
+    python benchmarks/realism.py                      # 8 lesion + 3 sham rats, 8 orientations
+    python benchmarks/realism.py --out benchmarks/results_realism_before.md --label before
+
+One forward pass at 18x256x256 takes about 20 s on 2 CPU threads; the default run makes 88 of them.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from scipy import ndimage
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from lesionseg.data.synthetic import synthesize_dataset  # noqa: E402
+from lesionseg.evaluation.overlays import render_slices  # noqa: E402
+from lesionseg.networks import load_pretrained  # noqa: E402
+from lesionseg.networks.ratlesnetv2 import RatLesNetV2  # noqa: E402
+
+WEIGHTS = ROOT.parent / "shared" / "pretrained" / "ratlesnetv2-heterogeneous-model-1"
+RESULTS = ROOT / "benchmarks" / "results_realism.md"
+ISLAND_VOXELS = 20  # the authors' eval.py: removeSmallIslands_thr = 20
+COLUMNS = ["case_id", "group", "orientation", "dice", "predicted_mm3", "true_mm3"]
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """One of the 8 in-plane orientations of the model's (rows, columns) plane: transpose, then flips."""
+
+    transpose: bool
+    flip_rows: bool
+    flip_cols: bool
+
+    @property
+    def name(self) -> str:
+        parts = ["T" if self.transpose else "", "fr" if self.flip_rows else "", "fc" if self.flip_cols else ""]
+        return "+".join(p for p in parts if p) or "stored"
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Reorient the last two axes of ``x``."""
+        if self.transpose:
+            x = np.swapaxes(x, -1, -2)
+        if self.flip_rows:
+            x = np.flip(x, -2)
+        if self.flip_cols:
+            x = np.flip(x, -1)
+        return np.ascontiguousarray(x)
+
+    def undo(self, x: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`apply`."""
+        if self.flip_cols:
+            x = np.flip(x, -1)
+        if self.flip_rows:
+            x = np.flip(x, -2)
+        if self.transpose:
+            x = np.swapaxes(x, -1, -2)
+        return np.ascontiguousarray(x)
+
+    def describe(self, affine: np.ndarray) -> str:
+        """Where the model's rows (down) and columns (right) point in the subject, e.g. ``rows->I cols->L``."""
+        rows, cols = (1, 0) if self.transpose else (0, 1)  # stored array axes shown as rows / columns
+        words = []
+        for what, axis, flipped in (("rows", rows, self.flip_rows), ("cols", cols, self.flip_cols)):
+            direction = affine[:3, axis] * (-1 if flipped else 1)
+            k = int(np.argmax(np.abs(direction)))
+            words.append(f"{what}->{'RAS'[k] if direction[k] > 0 else 'LPI'[k]}")
+        return " ".join(words)
+
+
+ORIENTATIONS = [Orientation(*flags) for flags in itertools.product((False, True), repeat=3)]
+
+
+def load_model(weights: Path = WEIGHTS, threads: int = 2) -> RatLesNetV2:
+    """The published network (32 filters) with the authors' weights, loaded strictly with ``weights_only=True``."""
+    torch.set_num_threads(threads)
+    model = RatLesNetV2(in_channels=1, out_channels=2, filters=32)
+    load_pretrained(model, weights, strict=True)
+    return model.eval()
+
+
+def authors_input(stored: np.ndarray) -> np.ndarray:
+    """The authors' preprocessing: whole-volume z-score, slice (last) axis first: (H, W, D) -> (D, H, W)."""
+    x = stored.astype(np.float32)
+    x = (x - x.mean()) / x.std()
+    return np.moveaxis(x, -1, 0)
+
+
+def remove_small_islands(mask: np.ndarray, threshold: int = ISLAND_VOXELS) -> np.ndarray:
+    """Drop lesion components and fill holes smaller than ``threshold`` voxels (26-connectivity)."""
+    mask = mask.astype(bool).copy()
+    structure = np.ones((3, 3, 3), bool)
+    for value in (True, False):
+        labels, n = ndimage.label(mask == value, structure)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        small = np.flatnonzero(sizes < threshold)
+        small = small[small > 0]
+        mask[np.isin(labels, small)] = not value
+    return mask
+
+
+def predict(model: RatLesNetV2, stored: np.ndarray, orientation: Orientation) -> np.ndarray:
+    """Lesion mask (stored layout) predicted on the stored array shown to the model in ``orientation``."""
+    x = orientation.apply(authors_input(stored))
+    with torch.inference_mode():
+        logits = model.forward_authors_order(torch.from_numpy(x)[None, None])
+    mask = remove_small_islands(logits[0].argmax(0).numpy().astype(bool))
+    return np.moveaxis(orientation.undo(mask), 0, -1)
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks; NaN when both are empty."""
+    total = int(prediction.sum()) + int(truth.sum())
+    return float("nan") if total == 0 else 2.0 * int((prediction & truth).sum()) / total
+
+
+def generate(out_dir: Path, n_lesion: int, n_sham: int, seed: int) -> Path:
+    """Synthetic rats at the published geometry (the domain's default 256x256x18), ``n_sham`` of them shams."""
+    n = n_lesion + n_sham
+    return synthesize_dataset("rat", n, seed, out_dir, sham_fraction=n_sham / n, case_prefix="realism")
+
+
+def _read_cases(dataset: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, np.ndarray]]:
+    rows = list(csv.DictReader((dataset / "cases.csv").open()))
+    out = []
+    for row in rows:
+        image = nib.load(dataset / "imagesTr" / f"{row['case_id']}_0000.nii.gz")
+        label = np.asanyarray(nib.load(dataset / "labelsTr" / f"{row['case_id']}.nii.gz").dataobj).astype(bool)
+        out.append((row["case_id"], row["group"], np.asanyarray(image.dataobj), label, image.affine))
+    return out
+
+
+def evaluate(dataset: Path, model: RatLesNetV2, orientations: list[Orientation]) -> tuple[list[dict], dict]:
+    """One row per (case, orientation); also the predicted masks, keyed (case_id, orientation name)."""
+    rows, masks = [], {}
+    for case_id, group, image, label, affine in _read_cases(dataset):
+        voxel_mm3 = float(np.prod(nib.affines.voxel_sizes(affine)))
+        for orientation in orientations:
+            mask = predict(model, image, orientation)
+            masks[case_id, orientation.name] = mask
+            rows.append({"case_id": case_id, "group": group, "orientation": orientation.name,
+                         "dice": dice(mask, label) if group == "MCAo" else float("nan"),
+                         "predicted_mm3": float(mask.sum()) * voxel_mm3,
+                         "true_mm3": float(label.sum()) * voxel_mm3})
+            print(f"{case_id} {group} {orientation.name}: Dice {_fmt(rows[-1]['dice'])}, "
+                  f"predicted {rows[-1]['predicted_mm3']:.1f} mm3", file=sys.stderr, flush=True)
+    return rows, masks
+
+
+def summarise(rows: list[dict], orientations: list[Orientation]) -> list[dict]:
+    """Per orientation: mean and minimum lesion Dice, largest and mean predicted sham volume."""
+    out = []
+    for o in orientations:
+        lesion = [r["dice"] for r in rows if r["orientation"] == o.name and r["group"] == "MCAo"]
+        sham = [r["predicted_mm3"] for r in rows if r["orientation"] == o.name and r["group"] == "sham"]
+        out.append({"orientation": o.name, "mean_dice": float(np.mean(lesion)) if lesion else float("nan"),
+                    "min_dice": float(np.min(lesion)) if lesion else float("nan"),
+                    "max_sham_mm3": float(np.max(sham)) if sham else float("nan"),
+                    "mean_sham_mm3": float(np.mean(sham)) if sham else float("nan")})
+    return out
+
+
+def best_orientation(summary: list[dict]) -> str:
+    """The orientation with the highest mean lesion Dice."""
+    return max(summary, key=lambda s: -1.0 if np.isnan(s["mean_dice"]) else s["mean_dice"])["orientation"]
+
+
+def render_overlays(dataset: Path, masks: dict, best: str, out_dir: Path, prefix: str) -> list[Path]:
+    """Predictions (red) and truth (green) on the first two lesion scans and the first sham."""
+    cases = _read_cases(dataset)
+    chosen = [c for c in cases if c[1] == "MCAo"][:2] + [c for c in cases if c[1] == "sham"][:1]
+    paths = []
+    for case_id, group, image, label, affine in chosen:
+        path = out_dir / f"{prefix}{case_id}_{group}.png"
+        render_slices(image, affine, path, label=label if label.any() else None,
+                      prediction=masks[case_id, best], n_slices=5,
+                      title=f"{case_id} ({group}): published RatLesNetV2, orientation {best}")
+        paths.append(path)
+    return paths
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def write_results(out: Path, label: str, rows: list[dict], summary: list[dict], orientations: list[Orientation],
+                  affine: np.ndarray, overlays: list[Path], seconds: float, seed: int) -> Path:
+    """The markdown report: orientations, per-case figures at the best orientation, overlays."""
+    best = best_orientation(summary)
+    n_lesion = len({r["case_id"] for r in rows if r["group"] == "MCAo"})
+    n_sham = len({r["case_id"] for r in rows if r["group"] == "sham"})
+    lines = [
+        f"# Realism of the synthetic rats ({label}): the published RatLesNetV2 as judge",
+        "",
+        f"Written by `benchmarks/realism.py` (seed {seed}, {n_lesion} lesion + {n_sham} sham rats at 256x256x18, "
+        f"{len(orientations)} orientation(s), {seconds:.0f} s). Input as the authors fed real scans: stored voxel "
+        "array, whole-volume z-score, (1, 1, 18, 256, 256) slices first; argmax; islands and holes < 20 voxels "
+        "removed. Targets: mean lesion Dice >= 0.6 in the best orientation, < 10 mm3 predicted in every sham.",
+        "",
+        "## Per orientation (model rows/columns in subject directions)",
+        "",
+        "| orientation | model sees | mean lesion Dice | min lesion Dice | max sham mm3 | mean sham mm3 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, o in zip(summary, orientations):
+        mark = " **(best)**" if s["orientation"] == best else ""
+        lines.append(f"| {s['orientation']}{mark} | {o.describe(affine)} | {_fmt(s['mean_dice'])} | "
+                     f"{_fmt(s['min_dice'])} | {_fmt(s['max_sham_mm3'], 1)} | {_fmt(s['mean_sham_mm3'], 1)} |")
+    best_summary = next(s for s in summary if s["orientation"] == best)
+    met = best_summary["mean_dice"] >= 0.6 and best_summary["max_sham_mm3"] < 10.0
+    lines += ["", f"Best orientation: **{best}**: mean lesion Dice {_fmt(best_summary['mean_dice'])}, largest sham "
+              f"prediction {_fmt(best_summary['max_sham_mm3'], 1)} mm3; targets {'met' if met else 'NOT met'}.", "",
+              f"## Per case, orientation {best}", "", "| " + " | ".join(COLUMNS) + " |",
+              "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        if r["orientation"] == best:
+            lines.append(f"| {r['case_id']} | {r['group']} | {r['orientation']} | {_fmt(r['dice'])} | "
+                         f"{_fmt(r['predicted_mm3'], 1)} | {_fmt(r['true_mm3'], 1)} |")
+    lines += ["", "## Overlays (green: truth, red: prediction)", ""]
+    lines += [f"![{p.stem}]({p.relative_to(out.parent).as_posix()})" for p in overlays]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def run(out: Path = RESULTS, *, n_lesion: int = 8, n_sham: int = 3, seed: int = 0, label: str = "after",
+        orientations: list[Orientation] | None = None, weights: Path = WEIGHTS, threads: int = 2,
+        overlay_dir: Path | None = None, overlay_prefix: str = "") -> dict:
+    """Generate, predict in each orientation, write ``out`` (and overlays); return the summary figures."""
+    orientations = orientations or ORIENTATIONS
+    overlay_dir = overlay_dir or out.parent / "realism"
+    start = time.perf_counter()
+    model = load_model(weights, threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = generate(Path(tmp) / "rats", n_lesion, n_sham, seed)
+        rows, masks = evaluate(dataset, model, orientations)
+        summary = summarise(rows, orientations)
+        best = best_orientation(summary)
+        overlays = render_overlays(dataset, masks, best, overlay_dir, overlay_prefix)
+        affine = nib.load(next((dataset / "imagesTr").iterdir())).affine
+    write_results(out, label, rows, summary, orientations, affine, overlays, time.perf_counter() - start, seed)
+    return {"rows": rows, "summary": summary, "best": best}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--label", default="after", help="what generator this measures, e.g. before / after")
+    parser.add_argument("--n-lesion", type=int, default=8)
+    parser.add_argument("--n-sham", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orientations", nargs="*", default=None,
+                        help=f"subset of {', '.join(o.name for o in ORIENTATIONS)} (default: all 8)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--overlay-prefix", default="", help="prefix of the overlay PNG names")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    chosen = None
+    if args.orientations:
+        by_name = {o.name: o for o in ORIENTATIONS}
+        unknown = [n for n in args.orientations if n not in by_name]
+        if unknown:
+            raise SystemExit(f"--orientations: unknown {unknown}; use some of {sorted(by_name)}")
+        chosen = [by_name[n] for n in args.orientations]
+    result = run(args.out, n_lesion=args.n_lesion, n_sham=args.n_sham, seed=args.seed, label=args.label,
+                 orientations=chosen, weights=args.weights, threads=args.threads,
+                 overlay_prefix=args.overlay_prefix)
+    for s in result["summary"]:
+        print(f"{s['orientation']:>10}  mean Dice {_fmt(s['mean_dice'])}  max sham {_fmt(s['max_sham_mm3'], 1)} mm3")
+    print(f"best: {result['best']}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
