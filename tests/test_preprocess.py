@@ -179,17 +179,17 @@ def test_prepare_dataset_writes_cases_and_manifest(tmp_path):
     assert sorted(p.name for p in (tmp_path / "prepared").iterdir()) == [
         "case_000.npz", "case_001.npz", "case_002.npz", "case_003.npz", "manifest.json"]
     manifest = load_manifest(tmp_path / "prepared")
-    assert manifest["source"] == str(raw)
+    assert manifest["source"] == "raw"  # the folder's name unless the caller names it (relative to its project)
     assert manifest["target_spacing"] == [0.5, 1.0, 0.5] and manifest["shape"] == [32, 16, 24]
     assert [c["group"] for c in manifest["cases"]] == ["sham", "MCAo", "MCAo", "MCAo"]
     first = manifest["cases"][1]
     assert set(first) >= {"case_id", "group", "lesion_volume_mm3", "file", "raw_image", "raw_label"}
-    assert first["raw_image"] == str(raw / "imagesTr" / "case_001_0000.nii.gz")
+    assert first["raw_image"] == "imagesTr/case_001_0000.nii.gz"  # relative to the raw folder: no checkout path
     for entry in manifest["cases"]:
         case = load_prepared_case(tmp_path / "prepared", entry["case_id"])
         assert case.image.shape == (32, 16, 24) and case.image.dtype == np.float32
         assert case.label.dtype == np.uint8 and case.affine.shape == (4, 4)
-        raw_label = read_volume(entry["raw_label"])
+        raw_label = read_volume(raw / entry["raw_label"])
         assert entry["lesion_volume_mm3"] == pytest.approx(raw_label.data.sum() * voxel_mm3(raw_label.affine))
         prepared_mm3 = case.label.sum() * voxel_mm3(case.affine)
         assert prepared_mm3 == pytest.approx(entry["lesion_volume_mm3"], rel=0.1, abs=1.0)
