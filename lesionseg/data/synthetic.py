@@ -520,9 +520,9 @@ def _paint_head(canvas: _Canvas, scene: _Scene, brain_sd: np.ndarray, spec: Doma
     septa = 0.8 * np.clip(scene.pose.fascicles(scene.rel) - 0.9, 0, 0.6)
     canvas.paint(head, co.muscle * (1 + 0.06 * texture) + septa * (co.fat - co.muscle))
     # The rodent scalp is skin over the temporal muscles with little subcutaneous fat: fat only in patches.
-    canvas.paint(_band(head, skin, skin + 0.5 * an.scalp_mm * np.clip(texture - 0.4, 0, 1)), co.fat)
+    canvas.paint(_band(head, skin, skin + 0.4 * an.scalp_mm * np.clip(texture - 0.7, 0, 1)), co.fat)
     canvas.paint(_band(head, 0.0, skin), co.skin)
-    for pad in scene.pose.fat_pads:
+    for pad in scene.pose.fat_pads if FAT_PADS else ():
         box, sd = _part_sd(scene, pad[:3], pad[3:], mirrored=False)
         canvas.paint(np.maximum(sd, head[box] + skin), co.fat, box)
     for name, (box, sd) in parts.items():
@@ -536,8 +536,8 @@ def _paint_skull(canvas: _Canvas, scene: _Scene, brain_sd: np.ndarray, an: Anato
     sd, z = brain_sd[box], scene.at(box)[2]
     # Subarachnoid CSF: the dura lies almost on the dorsal cortex of rodents (a few tens of um, well under a
     # voxel), the basal cisterns are wider (Paxinos and Watson, The Rat Brain in Stereotaxic Coordinates).
-    ventral = 0.3 + 2.2 * np.clip(0.2 - z / scene.semi[2], 0, 1)
-    csf = an.csf_mm * ventral * np.clip(1 + 1.5 * scene.pose.texture(scene.rel_at(box)), 0, None)  # patchy
+    ventral = 0.2 + 2.3 * np.clip(-0.2 - z / scene.semi[2], 0, 1)
+    csf = an.csf_mm * ventral * np.clip(1 + 0.8 * scene.pose.texture(scene.rel_at(box)), 0, None)  # patchy
     bone = an.skull_mm * (1 + 1.5 * np.clip(-z / scene.semi[2] - 0.3, 0, 1))
     canvas.paint(sd - csf - bone, co.bone, box)
     canvas.paint(sd - csf, co.csf, box)
@@ -567,7 +567,7 @@ def _paint_brain(canvas: _Canvas, box, t, parts, spec: DomainSpec, texture: np.n
     # Cortical layers in T2w: cell-sparse layer I a little brighter, the fibre-rich deep layers V-VI a little
     # darker (a few %; e.g. Boretius et al., NeuroImage 47:1252, 2009, at 9.4 T).
     relative = np.clip(depth / cortex, 0, 1)
-    layers = 1.0 + 0.04 * np.clip(1 - relative / 0.12, 0, 1) - 0.035 * np.clip((relative - 0.65) / 0.35, 0, 1)
+    layers = 1.0 + 0.025 * np.clip(1 - relative / 0.12, 0, 1) - 0.035 * np.clip((relative - 0.65) / 0.35, 0, 1)
     canvas.paint(parts["union"][box], layers * (1 + 0.03 * texture), box)
     _paint_hindbrain(canvas, box, t, parts, co, an.brain_semi_axes_mm, texture)
     wm = an.white_matter_mm * (1 + 0.8 * np.exp(-((x / (0.25 * ax)) ** 2))) * np.clip((z / az + 0.35) / 0.35, 0, 1)
@@ -699,13 +699,17 @@ def _render(spec: DomainSpec, pose: _Pose, drawn: _Lesion, lesion: bool, affine:
     return signal, label, brain
 
 
+RIM_FRACTION = 0.04
+FAT_PADS = True
+
+
 def _lesion_signal(sd: np.ndarray, drawn: _Lesion, spec: DomainSpec, rel, speckle: np.ndarray) -> np.ndarray:
     """A hyperintense core inside a milder oedematous rim (T2 rises less at the border zone), patchy in both.
 
     At 24 h the T2 of the core is up most, the peri-infarct rim less (Hoehn-Berlage et al. 1995), and the
     core is heterogeneous (spared vessels, oedema gradients): a coarse and a fine random field, about +-8 %.
     """
-    rim_mm = 0.09 * spec.anatomy.brain_semi_axes_mm[0]  # about 0.7 mm in the rat, 0.4 mm in the mouse
+    rim_mm = RIM_FRACTION * spec.anatomy.brain_semi_axes_mm[0]  # 0.3 mm in the rat, 0.2 mm in the mouse
     depth = np.clip(-sd / rim_mm, 0, 1)
     value = spec.contrast.lesion_rim + (drawn.contrast - spec.contrast.lesion_rim) * depth
     return value * (1 + 0.07 * drawn.texture(rel) + 0.03 * speckle)
