@@ -1,12 +1,16 @@
 """Synthetic rat and mouse T2-weighted MCAo MRI, written the way a scanner writes it.
 
-Every case is a head, not a skull-stripped brain: scalp, fat, jaw muscles and a dark skull around a brain
-with cortex, a white-matter band, striatum, thalamus, ventricles, olfactory bulbs and cerebellum. The anatomy
-is made of smooth analytic shapes in millimetres (ellipsoids deformed by low-frequency random fields), so a
-case looks the same whatever the matrix size. An MCAo lesion is one hyperintense region in one hemisphere's
-lateral cortex and striatum; its swelling pushes the midline. A surface-coil profile, a smooth bias field and
-Rician noise finish the image. Arrays are stored as acquired (coronal slices, thick-slice axis last) with an
-affine that maps them to RAS+ millimetres.
+Every case is a head, not a skull-stripped brain: scalp, fat, textured jaw muscles, glands, eyes and a dark skull
+around a brain with layered cortex, a white-matter band, striatum crossed by fibre bundles, thalamus,
+hippocampus, ventricles, flow voids of the large vessels, olfactory bulbs and cerebellum. The anatomy is made
+of smooth analytic shapes in millimetres (ellipsoids deformed by low-frequency random fields), so a case looks
+the same whatever the matrix size. Tissue signals come from the T2w RARE signal equation with published
+relaxation times at 9.4 T (rat) and 7 T (mouse) (:data:`RELAXATION`, :func:`t2w_contrast`). An MCAo lesion is
+one hyperintense region (core and oedematous rim) in one hemisphere's lateral cortex and striatum; its swelling
+pushes the midline. Each thick slice averages sub-slice samples (partial volume), then a receive-coil profile
+(Biot-Savart loop), a smooth bias field and Rician noise finish the image. Arrays are stored as acquired
+(coronal slices, thick-slice axis last) with an affine that maps them to RAS+ millimetres. Sources and what
+the published RatLesNetV2 makes of the result: ``docs/synthetic.md`` and ``benchmarks/results_realism.md``.
 """
 from __future__ import annotations
 
