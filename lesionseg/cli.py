@@ -4,14 +4,24 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
-from lesionseg.errors import LesionsegError
+from lesionseg.errors import ConfigError, user_error_line
+
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (argparse prints the whole usage first); its subcommands'
+    parsers are of this class too (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (a function, so tests can build and use it)."""
-    parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__)
+    parser = OneLineParser(prog="lesionseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="generate a synthetic rat or mouse T2w dataset (nnU-Net v2 raw layout)")
@@ -115,6 +125,9 @@ def _predict(args: argparse.Namespace) -> None:
     from lesionseg.tracking.pyfunc import load_segmenter
 
     if not Path(args.model).is_file():
+        if not args.model.startswith(MODEL_URI_SCHEMES):  # checked before the store is opened (or created)
+            raise ConfigError(f"--model {args.model}: no such file, nor a {'/'.join(MODEL_URI_SCHEMES)} URI; "
+                              "give a model.pt path or e.g. models:/lesionseg-mouse@champion")
         store.connect(args.project)
     table = predict_files(load_segmenter(args.model), args.inputs, args.out)
     print(table[["input", "lesion_volume_mm3"]].to_string(index=False))
@@ -142,6 +155,8 @@ def _reproduce(args: argparse.Namespace) -> None:
     from lesionseg.tracking import store
     from lesionseg.tracking.reproduce import reproduce_plan, run_plan
 
+    if not args.model_uri.startswith("models:/"):  # checked before the store is opened (or created)
+        raise ConfigError(f"{args.model_uri}: expected models:/NAME/VERSION, e.g. models:/lesionseg-mouse/3")
     store.connect(args.project)
     plan = reproduce_plan(args.model_uri, args.project.resolve())
     print(plan.render())
@@ -278,13 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except LesionsegError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except Exception as err:  # a 401/403 from an authenticated MLflow server becomes one line
+    except Exception as err:  # ours, a bad argument, or a 401/403 from an authenticated MLflow server: one line
         from lesionseg.tracking.refusals import permission_error
 
-        line = permission_error(err)
+        line = user_error_line(err) or permission_error(err)
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
