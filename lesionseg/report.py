@@ -113,9 +113,12 @@ def summary_table(models: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def declared_pairs(comparisons: Sequence[Comparison], augments: Sequence[bool]) -> list[tuple[Arm, Arm]]:
-    """Each declared comparison as (treatment, control) arms, within each augmentation setting of the study."""
-    return [pair for c in comparisons for pair in c.within(augments)]
+def _settings_of(cases: pd.DataFrame, comparison: Comparison) -> list[bool]:
+    """The augmentation settings a comparison that names none runs within: those its control arm was trained
+    in (a baseline trained only with augmentation does not make every comparison run at both settings)."""
+    control = comparison.control
+    trained = cases.loc[(cases["model"] == control.model) & (cases["strategy"] == control.strategy), "augment"]
+    return sorted(trained.unique()) if len(trained) else [False]
 
 
 def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Comparison], *, alpha: float,
@@ -124,8 +127,7 @@ def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Comparison], *, alph
     run-level inference (:func:`compare_arms`: trained models and cases crossed), Holm p, Bonferroni-adjusted
     CIs and a verdict in {better, worse, equivalent, inconclusive} (``skipped`` when an arm is missing)."""
     lesion = cases[cases["group"] == "MCAo"]
-    augments = sorted(cases["augment"].unique()) if len(cases) else [False]
-    pairs = declared_pairs(comparisons, augments)
+    pairs = [pair for c in comparisons for pair in c.within(_settings_of(cases, c))]
     tests = compare_arms(lesion, [(t.label, c.label) for t, c in pairs], value="dice", alpha=alpha, margin=margin,
                          sample_sizes=sorted(cases["sample_size"].unique()) if len(cases) else [])
     arms = {a.label: a for pair in pairs for a in pair}

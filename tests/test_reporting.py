@@ -7,7 +7,7 @@ from lesionseg.arm import Arm
 from lesionseg.config import ArmRef, Comparison
 from lesionseg.data.io import write_json
 from lesionseg.evaluation.summary import case_metrics
-from lesionseg.report import (build_report, collect, declared_pairs, long_table, model_table, paired_tests,
+from lesionseg.report import (build_report, collect, long_table, model_table, paired_tests,
                               summary_table)
 
 DIAGONAL = 20.0
@@ -139,7 +139,16 @@ def test_a_tuned_run_is_known_by_its_arm_not_its_folder(tmp_path):
 def test_an_arm_without_augmentation_is_compared_within_each_setting():
     comparisons = [Comparison(ArmRef("ratlesnetv2", "full"), ArmRef("ratlesnetv2", "scratch")),
                    Comparison(ArmRef("unet", "scratch", True), ArmRef("ratlesnetv2", "scratch", False))]
-    pairs = [(t.label, c.label) for t, c in declared_pairs(comparisons, [False, True])]
+    pairs = [(t.label, c.label) for comparison in comparisons for t, c in comparison.within([False, True])]
     assert pairs == [("ratlesnetv2/full/noaug", "ratlesnetv2/scratch/noaug"),
                      ("ratlesnetv2/full/aug", "ratlesnetv2/scratch/aug"),
                      ("unet/scratch/aug", "ratlesnetv2/scratch/noaug")]
+
+
+def test_a_comparison_runs_within_the_settings_its_control_was_trained_in(study):
+    """A baseline trained only with augmentation does not add an empty 'aug' row to every other comparison."""
+    root, dirs = study
+    dirs.append(_model(root, "unet-aug", Arm("unet", "scratch", True), _cases(HIGH)))
+    cases, _ = _tables(root, dirs)
+    tests = paired_tests(cases, COMPARISONS[:1], alpha=0.05, margin=0.03)
+    assert list(tests["treatment"]) == [FULL.label]

@@ -39,7 +39,9 @@ def read_lock(lock_file: str | Path) -> dict[str, tuple[str, str]]:
     if not lock.exists():
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    return {out["path"]: (name, out.get("md5", "")) for name, st in stages.items() for out in st.get("outs", [])}
+    # `if st`: a stage entry another process (lesionseg study run) is writing may read back empty
+    return {out["path"]: (name, out.get("md5", "")) for name, st in stages.items() if st
+            for out in st.get("outs", [])}
 
 
 def lock_hashes(lock: Mapping[str, tuple[str, str]], paths: Sequence[str]) -> dict[str, str]:

@@ -108,7 +108,8 @@ def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str],
     """Params, lineage tags and the training-set manifest (as an MLflow dataset input) of a new run; paths are
     logged relative to the project root, so runs from different clones compare."""
     params = {
-        **spec.arm.fields(), "sample_size": spec.sample_size, "domain": spec.domain,
+        **spec.arm.fields(), "augment": "aug" if spec.augment else "noaug",  # as MLproject's parameter says it
+        "sample_size": spec.sample_size, "domain": spec.domain,
         "pretrained": layout.relative(spec.pretrained) if spec.pretrained else "",
         "n_train": len(spec.train_ids), "n_val": len(spec.val_ids), "repeat": spec.repeat,
         **flatten({"network": spec.network}), **flatten({"train": spec.train}),
