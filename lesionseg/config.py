@@ -57,7 +57,7 @@ class TrainConfig:
     weight_decay: float = 3e-5
     loss: str = "dicece"
     patience_steps: int = 100  # stop when the smoothed validation Dice has not improved for this many steps
-    val_ema: float = 0.9  # checkpoint choice and patience on an EMA of validation Dice (nnU-Net's 0.9); 0 = raw
+    val_ema: float = 0.5  # checkpoint and patience on an EMA of validation Dice (nnU-Net: 0.9 over 1000 epochs); 0 = raw
     lesion_fraction: float = 0.75  # share of drawn training cases that hold a lesion (when both kinds exist)
     seed: int = 0
     num_threads: int = 2
