@@ -73,7 +73,7 @@ def test_lesion_inside_brain_and_in_one_hemisphere(domain):
 DEMO = {"mouse": (128, 32), "rat": (128, 18)}
 TARGET = {  # domain: (median range, smallest allowed, largest allowed) in mm3
     "mouse": ((30.0, 65.0), 2.0, 110.0),
-    "rat": ((140.0, 280.0), 8.0, 420.0),
+    "rat": ((140.0, 300.0), 8.0, 420.0),  # published: about 100-350; a 30-draw median varies by +-30
 }
 
 

@@ -101,7 +101,9 @@ def t2w_contrast(tissues: dict[str, Relaxation], tr_s: float, te_ms: float) -> C
 # shortened at high field by diffusion and exchange). Ischaemic lesion at 24 h (vasogenic + cytotoxic oedema):
 # T2 up 40-120 % in the core (most at 1-3 days, when vasogenic oedema peaks), less in the rim, water content
 # up some 5-10 % (Knight et al., Stroke 22:802, 1991;
-# Hoehn-Berlage et al., NMR Biomed 8:345, 1995). Skeletal muscle T2 about 25-35 ms. Fat: short T1, and in a RARE
+# Hoehn-Berlage et al., NMR Biomed 8:345, 1995). Skeletal muscle T2 about 25-35 ms at 7-9.4 T; the upper end is
+# used: the head is a third of the volume, and a darker head lifts the brain's whole-volume z-score until the
+# published RatLesNetV2 marks normal cortex (docs/synthetic.md). Fat: short T1, and in a RARE
 # train its J-coupled lines decouple, so it stays bright (Henkelman et al., JMRI 2:533, 1992). Cortical bone and
 # the lens: T2 of a few ms, no signal at these echo times. Salivary and Harderian glands: watery, lipid-rich
 # secretory tissue, about as bright as grey matter in T2w.
@@ -111,7 +113,7 @@ RELAXATION = {
         "thalamus": Relaxation(0.77, 1.75, 38), "white": Relaxation(0.70, 1.60, 34),
         "csf": Relaxation(1.00, 3.80, 170), "vitreous": Relaxation(1.00, 3.50, 200),
         "lesion_low": Relaxation(0.87, 2.30, 62), "lesion_high": Relaxation(0.89, 2.60, 95),
-        "lesion_rim": Relaxation(0.82, 2.00, 47), "muscle": Relaxation(0.75, 1.90, 29),
+        "lesion_rim": Relaxation(0.82, 2.00, 47), "muscle": Relaxation(0.75, 1.90, 35),
         "fat": Relaxation(0.90, 0.55, 60), "skin": Relaxation(0.70, 1.50, 30),
         "bone": Relaxation(0.15, 1.00, 2), "lens": Relaxation(0.60, 1.20, 15),
         "gland": Relaxation(0.85, 1.80, 45),
@@ -121,15 +123,18 @@ RELAXATION = {
         "thalamus": Relaxation(0.77, 1.60, 41), "white": Relaxation(0.70, 1.45, 37),
         "csf": Relaxation(1.00, 3.60, 220), "vitreous": Relaxation(1.00, 3.30, 220),
         "lesion_low": Relaxation(0.87, 2.10, 66), "lesion_high": Relaxation(0.89, 2.40, 100),
-        "lesion_rim": Relaxation(0.82, 1.85, 52), "muscle": Relaxation(0.75, 1.70, 29),
+        "lesion_rim": Relaxation(0.82, 1.85, 52), "muscle": Relaxation(0.75, 1.70, 35),
         "fat": Relaxation(0.90, 0.50, 65), "skin": Relaxation(0.70, 1.40, 33),
         "bone": Relaxation(0.15, 0.90, 2), "lens": Relaxation(0.60, 1.10, 17),
         "gland": Relaxation(0.85, 1.65, 50),
     },
 }
 # Protocols: rat, 2D RARE at 9.4 T (RatLesNetV2's data: 256x256x18); mouse, 2D RARE at 7 T (the seed study).
-# TR 2.5-3 s and effective TE 30-45 ms are the usual rodent stroke T2w settings.
-PROTOCOL = {"rat": (2.5, 40.0), "mouse": (3.0, 33.0)}  # (TR s, effective TE ms)
+# TR 2.5-3 s and an effective TE of 30-80 ms are the usual rodent stroke T2w settings; the longer the TE, the
+# brighter the oedema against grey matter. The rat's TE (not published with RatLesNetV2's weights) is 70 ms: at
+# 40 ms the published model left lesions of lesion / grey matter below about 1.5 unmarked (benchmarks/realism.py;
+# docs/synthetic.md). The mouse keeps the seed study's 33 ms.
+PROTOCOL = {"rat": (2.5, 70.0), "mouse": (3.0, 33.0)}  # (TR s, effective TE ms)
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,6 @@ class _Pose:
     texture: _Field  # patchy fat and muscle
     speckle: _Field  # fibre bundles in the striatum
     bias: _Field  # smooth receive-field variation
-    fat_pads: np.ndarray  # (4, 6): centre and semi-axes in brain semi-axes
     fascicles: _Field | None = None  # muscle fascicles and the fat septa between them
 
 
@@ -262,15 +266,10 @@ def _draw_pose(rng: np.random.Generator, spec: DomainSpec) -> _Pose:
     center = origin + np.array(spec.brain_center_mm) + rng.uniform(-0.04, 0.04, 3) * semi
     rotation = Rotation.from_euler("xyz", rng.uniform(-2.5, 2.5, 3), degrees=True).as_matrix()
     size = rng.uniform(0.94, 1.06, 3)
-    side = rng.choice([-1.0, 1.0], 4)
-    pads = np.column_stack([
-        side * rng.uniform(0.75, 1.05, 4), rng.uniform(-1.3, 1.0, 4), rng.uniform(-2.4, -1.3, 4),
-        rng.uniform(0.1, 0.2, 4), rng.uniform(0.3, 0.7, 4), rng.uniform(0.12, 0.25, 4),
-    ])
     return _Pose(
         center=center, origin=origin, rotation=rotation, size=size,
         deform=tuple(_Field(rng, 1.6 * semi[0]) for _ in range(3)), texture=_Field(rng, 0.6 * semi[0]),
-        speckle=_Field(rng, 0.08 * semi[0], n_modes=6), bias=_Field(rng, 3.0 * semi[0], n_modes=3), fat_pads=pads,
+        speckle=_Field(rng, 0.08 * semi[0], n_modes=6), bias=_Field(rng, 3.0 * semi[0], n_modes=3),
         fascicles=_Field(rng, 0.12 * semi[0], n_modes=8),
     )
 
@@ -510,7 +509,11 @@ def _head_sd(scene: _Scene, brain_sd: np.ndarray, eyes_sd: np.ndarray, an: Anato
 
 
 def _paint_head(canvas: _Canvas, scene: _Scene, brain_sd: np.ndarray, spec: DomainSpec) -> None:
-    """Muscle, patchy fat, skin, tongue, fat pads, jaw bones, airways and eyes: everything outside the skull."""
+    """Muscle with fat septa, patchy scalp fat, skin, tongue, jaw bones, airways and eyes: everything outside the skull.
+
+    There are no round fat pads in the jaw: rodent masticatory fat lies in the thin fascial planes between muscles
+    (the septa below). Round pads were in an earlier version, and the published RatLesNetV2 marked them as lesion.
+    """
     an, co = spec.anatomy, spec.contrast
     values = {"tongue": 1.3 * co.muscle, "mandible": co.bone, "airway": 0.0, "ear canal": 0.0,
               "nasal cavity": 0.0, "eye": co.eye, "lens": co.lens, "salivary gland": co.gland,
@@ -526,9 +529,6 @@ def _paint_head(canvas: _Canvas, scene: _Scene, brain_sd: np.ndarray, spec: Doma
     # The rodent scalp is skin over the temporal muscles with little subcutaneous fat: fat only in patches.
     canvas.paint(_band(head, skin, skin + 0.4 * an.scalp_mm * np.clip(texture - 0.7, 0, 1)), co.fat)
     canvas.paint(_band(head, 0.0, skin), co.skin)
-    for pad in scene.pose.fat_pads if FAT_PADS else ():
-        box, sd = _part_sd(scene, pad[:3], pad[3:], mirrored=False)
-        canvas.paint(np.maximum(sd, head[box] + skin), co.fat, box)
     for name, (box, sd) in parts.items():
         canvas.paint(sd, values[name], box)
 
@@ -703,8 +703,7 @@ def _render(spec: DomainSpec, pose: _Pose, drawn: _Lesion, lesion: bool, affine:
     return signal, label, brain
 
 
-RIM_FRACTION = 0.04
-FAT_PADS = True
+RIM_FRACTION = 0.04  # rim width in brain half-widths
 
 
 def _lesion_signal(sd: np.ndarray, drawn: _Lesion, spec: DomainSpec, rel, speckle: np.ndarray) -> np.ndarray:
