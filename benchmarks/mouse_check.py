@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.synthetic import DOMAINS, domain_spec, synthesize_case  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results_mouse_check.md"
@@ -61,9 +62,7 @@ def write_results(rows: list[dict], seed: int, out: Path = RESULTS) -> str:
         "about 20-100 (30-60 min transient MCAo, 24 h) |",
         "",
     ])
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text(out, text)
     return text
 
 
