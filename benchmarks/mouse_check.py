@@ -25,11 +25,12 @@ from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.synthetic import DOMAINS, domain_spec, synthesize_case  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results_mouse_check.md"
+DEMO_SIZE = (128, 32)  # in-plane matrix, slices: the demo's mouse scans
 
 
-def measure(n_cases: int, seed: int, matrix: int = 128, n_slices: int = 32) -> list[dict]:
+def measure(n_cases: int, seed: int) -> list[dict]:
     """Per lesion case: volume (mm3) and lesion median / normal-brain median of the stored image."""
-    spec = domain_spec("mouse", matrix=matrix, n_slices=n_slices)
+    spec = domain_spec("mouse", *DEMO_SIZE)
     key = zlib.crc32(b"mouse")
     rows = []
     for i in range(n_cases):
@@ -48,7 +49,7 @@ def write_results(rows: list[dict], seed: int, out: Path = RESULTS) -> str:
     text = "\n".join([
         "# The synthetic mouse against published figures (written by `benchmarks/mouse_check.py`)",
         "",
-        f"{len(rows)} lesion mice at 128x128x32, seed {seed}.",
+        f"{len(rows)} lesion mice at {DEMO_SIZE[0]}x{DEMO_SIZE[0]}x{DEMO_SIZE[1]}, seed {seed}.",
         "",
         "| quantity | generated | published |",
         "|---|---|---|",
