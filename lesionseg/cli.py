@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from lesionseg.errors import ConfigError, user_error_line
+from lesionseg.errors import ConfigError, bug_report, user_error_line
 
 MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+EXIT_BUG = 70  # sysexits EX_SOFTWARE: an exception that is not a user's error
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -84,12 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--project", type=Path, default=Path.cwd(), help="project root (for the MLflow store)")
     predict.set_defaults(func=_predict)
 
+    evaluate = sub.add_parser("evaluate", help="score a folder of segmentations against a folder of labels "
+                                                "(any tool's CASE.nii.gz on each scan's grid), as nnU-Net does")
+    evaluate.add_argument("--pred", type=Path, required=True, help="folder of predicted masks CASE.nii.gz")
+    evaluate.add_argument("--ref", type=Path, required=True,
+                          help="folder of manual labels CASE.nii.gz, or an nnU-Net raw dataset (its labelsTr/)")
+    evaluate.add_argument("-o", "--out", type=Path, required=True, help="where per_case.csv and summary.json go")
+    evaluate.set_defaults(func=_evaluate)
+
     promote = sub.add_parser("promote", help="compare a candidate with @champion on new animals; maybe promote")
     promote.add_argument("--model", default="lesionseg-mouse")
     promote.add_argument("--candidate", default="@challenger", help="@ALIAS or a version number")
     promote.add_argument("--dry-run", action="store_true", help="show the decision, move nothing")
     promote.add_argument("--data", type=Path, default=None,
-                         help="acceptance dataset (nnU-Net raw layout; default data/raw/mouse-acceptance)")
+                         help="acceptance dataset (nnU-Net raw layout; default data/raw/<promote.acceptance>)")
     promote.add_argument("--project", type=Path, default=Path.cwd(), help="project root with params.yaml")
     promote.set_defaults(func=_promote)
 
@@ -134,6 +143,16 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"wrote {len(table)} masks and volumes.csv to {args.out}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from lesionseg.evaluation.evaluate import evaluate_folder
+
+    table, summary = evaluate_folder(args.pred, args.ref, per_case_csv=args.out / "per_case.csv",
+                                     summary_json=args.out / "summary.json")
+    n_lesion = int((table["group"] == "MCAo").sum())
+    print(f"{len(table)} cases ({n_lesion} with a lesion): dice_lesion {summary['dice_lesion']:.4f}, "
+          f"sham_fp_rate {summary['sham_fp_rate']:.2f}; wrote {args.out / 'per_case.csv'} and summary.json")
+
+
 def _promote(args: argparse.Namespace) -> None:
     from lesionseg.config import load_config
     from lesionseg.layout import Layout
@@ -144,7 +163,7 @@ def _promote(args: argparse.Namespace) -> None:
     rule = load_config(layout.params_file).promote
     store.connect(layout.root)
     require_registered(args.model)
-    decision, table = promote(args.model, args.candidate, rule, args.data or layout.acceptance_raw,
+    decision, table = promote(args.model, args.candidate, rule, args.data or layout.raw(rule.acceptance),
                               log_path=layout.promotions_log, dry_run=args.dry_run)
     print(format_decision(decision, table))
     if args.dry_run:
@@ -202,7 +221,7 @@ def _tune(args: argparse.Namespace) -> None:
     layout = Layout.at(args.project)
     cfg = load_config(layout.params_file)
     tune = dataclasses.replace(cfg.tune, storage=args.storage or cfg.tune.storage)
-    base = tune_base_spec(tune.model, args.sample_size, network=cfg.networks.of(tune.model),
+    base = tune_base_spec(tune.model, args.sample_size, network=cfg.finetune.network(tune.model, cfg.networks.of(tune.model)),
                           train=cfg.train_for("tune"), finetune=cfg.finetune, target=cfg.data.role("target"),
                           layout=layout, repeat=args.repeat)
     context = RunContext(layout)
@@ -288,7 +307,8 @@ def _hide_mlflow_type_hint_warning() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; our errors print as one line and exit 1."""
+    """Entry point of the console script: our errors print as one line and exit 1; anything else is a bug and
+    keeps its traceback, followed by a line that says so (exit 70, sysexits' EX_SOFTWARE)."""
     _hide_mlflow_type_hint_warning()
     args = build_parser().parse_args(argv)
     try:
@@ -298,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         line = user_error_line(err) or permission_error(err)
         if line is None:
-            raise
+            print(bug_report(err), file=sys.stderr)
+            return EXIT_BUG
         print(f"error: {line}", file=sys.stderr)
         return 1
     return 0

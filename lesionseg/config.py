@@ -20,7 +20,8 @@ from lesionseg.errors import ConfigError
 
 T = TypeVar("T")
 
-STRATEGIES = ("scratch", "partial", "full")  # how a network is trained; an arm may also be tuned
+STRATEGIES = ("scratch", "partial", "full")
+PIPELINE_WEIGHTS = "models/pretrained"  # finetune.source naming this pipeline's pretrain@MODEL outputs  # how a network is trained; an arm may also be tuned
 LOSSES = ("dice", "dicece")
 LR_SCHEDULES = ("poly", "cosine", "constant")
 
@@ -190,29 +191,127 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # --- one frozen dataclass per params.yaml section -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SynthDomainConfig:
-    """Size of one synthetic raw dataset (``synthesize.rat`` / ``synthesize.mouse``)."""
+DATASET_KINDS = ("synthetic", "bruker", "nifti")
 
+
+def _check_dataset_name(name: str, where: str) -> None:
+    """A dataset name is a folder name under data/raw/ and a DVC stage key: letters, digits, '-', '_'."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise ConfigError(f"{where}: dataset name {name!r} must be letters, digits, '-' or '_' (it names "
+                          "data/raw/NAME); fix params.yaml")
+
+
+@dataclass(frozen=True)
+class SyntheticDataset:
+    """``datasets.synthetic.NAME``: generated here as ParaVision studies (stage synthesize@NAME), then imported
+    like a lab's (stage import-synthetic@NAME). Same seed, same bytes."""
+
+    domain: str  # rat | mouse
     cases: int
+    seed: int
     matrix: int | None = None  # in-plane matrix; None = the domain's paper size
     n_slices: int | None = None
+    sham_fraction: float = 0.25
+    case_prefix: str | None = None  # case ids PREFIX_000...; None = the domain's name (keep cohorts apart)
+
+    def __post_init__(self) -> None:
+        if self.domain not in ("rat", "mouse"):
+            raise ConfigError(f"datasets.synthetic: domain={self.domain!r} is not rat or mouse; fix params.yaml")
+        if self.cases < 1:
+            raise ConfigError(f"datasets.synthetic: cases={self.cases} must be >= 1; fix params.yaml")
 
 
 @dataclass(frozen=True)
-class SynthesizeConfig:
-    """``synthesize``: the synthetic source and target datasets."""
+class BrukerDataset:
+    """``datasets.bruker.NAME``: a lab's ParaVision studies and the masks drawn on them (stage import-bruker@NAME,
+    brkraw, subject RAS)."""
 
-    seed: int
-    rat: SynthDomainConfig
-    mouse: SynthDomainConfig
-    acceptance: SynthDomainConfig | None = None  # new mice for `lesionseg promote` (seed + 1, ids mouseacc_*)
-    sham_fraction: float = 0.25
+    studies: str  # a folder of studies (folders or .zip exports), one study, or one .zip (relative to the project)
+    masks: str  # CASE.nii.gz / CASE.seg.nrrd (ITK-SNAP, 3D Slicer) and an optional cases.csv of groups
+    protocol: str = "T2"  # regular expression for the T2w scan's protocol name ...
+    scan_id: int | None = None  # ... or the scan's E number
+    subject_type: str | None = None  # override what the scanner recorded, e.g. Quadruped
+    subject_pose: str | None = None  # e.g. Head_Prone
+
+    def __post_init__(self) -> None:
+        if not self.studies or not self.masks:
+            raise ConfigError("datasets.bruker: studies and masks must name a folder (or a study .zip); fix params.yaml")
+
+
+@dataclass(frozen=True)
+class NiftiDataset:
+    """``datasets.nifti.NAME``: a dataset already in the nnU-Net v2 raw layout (stage import-nifti@NAME validates
+    and copies it to data/raw/NAME)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class DatasetsConfig:
+    """``datasets``: every dataset the study uses, by kind; each lands in ``data/raw/NAME``. dvc.yaml runs the
+    stages of a kind (``foreach``) for its declared datasets only, so an empty kind runs nothing."""
+
+    synthetic: dict[str, SyntheticDataset] = field(default_factory=dict)
+    bruker: dict[str, BrukerDataset] = field(default_factory=dict)
+    nifti: dict[str, NiftiDataset] = field(default_factory=dict)
+
+    @classmethod
+    def from_section(cls, values: Mapping[str, Any]) -> "DatasetsConfig":
+        values = dict(values)
+        unknown = sorted(set(values) - set(DATASET_KINDS))
+        if unknown:
+            raise ConfigError(f"params.yaml datasets: unknown kind(s) {unknown}; kinds are {list(DATASET_KINDS)}")
+        types_ = {"synthetic": SyntheticDataset, "bruker": BrukerDataset, "nifti": NiftiDataset}
+        built: dict[str, dict[str, Any]] = {}
+        seen: dict[str, str] = {}
+        for kind in DATASET_KINDS:
+            entries = values.get(kind) or {}
+            if not isinstance(entries, Mapping):
+                raise ConfigError(f"params.yaml datasets.{kind} must map dataset names to settings (or be {{}})")
+            for name, spec in entries.items():
+                _check_dataset_name(name, f"params.yaml datasets.{kind}")
+                if name in seen:
+                    raise ConfigError(f"params.yaml datasets: {name!r} is declared as {seen[name]} and {kind}; "
+                                      "give each dataset one kind")
+                seen[name] = kind
+            built[kind] = {name: from_mapping(types_[kind], spec, f"params.yaml datasets.{kind}.{name}")
+                           for name, spec in entries.items()}
+        return cls(**built)
+
+    def kind_of(self, name: str) -> str:
+        """The kind of dataset ``name`` (a ConfigError when none declares it)."""
+        for kind in DATASET_KINDS:
+            if name in getattr(self, kind):
+                return kind
+        raise ConfigError(f"params.yaml: dataset {name!r} is not declared under datasets.synthetic, .bruker or "
+                          f".nifti; declared: {self.names()}")
+
+    def synthetic_dataset(self, name: str) -> SyntheticDataset:
+        return self._of_kind("synthetic", name)
+
+    def bruker_dataset(self, name: str) -> BrukerDataset:
+        return self._of_kind("bruker", name)
+
+    def nifti_dataset(self, name: str) -> NiftiDataset:
+        return self._of_kind("nifti", name)
+
+    def _of_kind(self, kind: str, name: str) -> Any:
+        entries = getattr(self, kind)
+        if name not in entries:
+            raise ConfigError(f"params.yaml: datasets.{kind}.{name} is not declared; declared {kind} datasets: "
+                              f"{sorted(entries) or 'none'}")
+        return entries[name]
+
+    def names(self) -> list[str]:
+        """Every declared dataset's name."""
+        return [name for kind in DATASET_KINDS for name in getattr(self, kind)]
 
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A raw dataset by name and path (``data.source`` / ``data.target``)."""
+    """A raw dataset by name and path (the dataset a role names; its raw folder is data/raw/NAME)."""
 
     name: str
     raw: str
@@ -220,19 +319,25 @@ class DatasetRef:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``data``: which raw datasets are the source (pretraining) and the target (the study)."""
+    """``data``: which declared datasets are the source (pretraining) and the target (the study). Leave the source
+    out when fine-tuning starts from published weights (``finetune.source``)."""
 
-    source: DatasetRef | None = None  # each stage reads (and DVC tracks) only the role it uses
-    target: DatasetRef | None = None
+    source: str | None = None  # each stage reads (and DVC tracks) only the role it uses
+    target: str | None = None
+
+    def __post_init__(self) -> None:
+        for role in ("source", "target"):
+            if getattr(self, role) is not None:
+                _check_dataset_name(getattr(self, role), f"params.yaml data.{role}")
 
     def role(self, role: str) -> DatasetRef:
         """The dataset of ``role`` (source or target)."""
         if role not in ("source", "target"):
             raise ConfigError(f"role={role!r} must be source or target")
-        dataset = self.source if role == "source" else self.target
-        if dataset is None:
-            raise ConfigError(f"params.yaml: data.{role} is missing; name its dataset and raw path")
-        return dataset
+        name = self.source if role == "source" else self.target
+        if name is None:
+            raise ConfigError(f"params.yaml: data.{role} is missing; name one of the datasets declared under datasets")
+        return DatasetRef(name, f"data/raw/{name}")
 
 
 @dataclass(frozen=True)
@@ -311,7 +416,11 @@ class PretrainConfig:
 class FinetuneConfig:
     """``finetune``: the transfer study's matrix and where its pretrained weights come from."""
 
-    source: str = "pretrain"  # `pretrain` (this pipeline's weights) or a checkpoint path
+    # where transfer arms start: `models/pretrained` (this pipeline's pretrain@MODEL; `pretrain` means the same)
+    # or a weights file, e.g. the authors' published RatLesNetV2 (then leave pretrain.models empty)
+    source: str = "pretrain"
+    source_network: dict = field(default_factory=dict)  # a weights file's architecture, per model: every arm of
+    # that model (scratch too) is built so, e.g. {ratlesnetv2: {filters: 32}} for the authors' weights
     models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
     strategies: list[str] = field(default_factory=lambda: ["full"])  # transfer only; scratch is its own stage
     sample_sizes: list[int] = field(default_factory=lambda: [4, 8, 16])
@@ -324,10 +433,28 @@ class FinetuneConfig:
     train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.source in ("pretrain", PIPELINE_WEIGHTS):  # the one spelling the training code knows
+            object.__setattr__(self, "source", "pretrain")
+        if self.source_network and not self.published:
+            raise ConfigError("finetune.source_network describes a weights file, but finetune.source is this "
+                              "pipeline's pretraining; set source to the file or empty source_network")
+        for model, kwargs in self.source_network.items():
+            if not isinstance(kwargs, Mapping):
+                raise ConfigError(f"finetune.source_network.{model} must map keywords to values, e.g. {{filters: 32}}")
         wrong = [s for s in self.strategies if s not in ("partial", "full")]
         if wrong:
             raise ConfigError(f"finetune.strategies: {wrong} are not transfer strategies (partial, full); every model "
                               "and size trains from scratch in the `scratch` stage anyway; fix params.yaml")
+
+    @property
+    def published(self) -> bool:
+        """Whether transfer starts from a weights file (published weights) instead of this pipeline's pretraining."""
+        return self.source != "pretrain"
+
+    def network(self, model: str, declared: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor keywords of ``model`` in this study: ``networks.<model>`` (``declared``), with the
+        weights file's architecture on top when the source is one."""
+        return {**declared, **(self.source_network.get(model) or {})}
 
     def lr_for(self, strategy: str) -> float | None:
         """The declared learning rate of ``strategy``, or None (then ``train.lr`` applies)."""
@@ -460,6 +587,7 @@ class PromoteConfig:
     min_dice_gain: float = 0.0  # mean Dice must rise by more than this
     hd95_margin_mm: float = 0.5  # mean HD95 may not get worse by more than this
     min_dice_first: float = 0.5  # with no champion yet, the candidate needs at least this mean lesion Dice
+    acceptance: str = "mouse-acceptance"  # the declared dataset of new animals (data/raw/NAME) promote decides on
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:
@@ -469,7 +597,7 @@ class PromoteConfig:
 
 
 SECTIONS: dict[str, Any] = {
-    "synthesize": SynthesizeConfig, "data": DataConfig, "prepare": PrepareConfig.from_section,
+    "datasets": DatasetsConfig.from_section, "data": DataConfig, "prepare": PrepareConfig.from_section,
     "split": SplitConfig, "subsets": SubsetsConfig, "networks": lambda v: NetworksConfig(dict(v)),
     "train": TrainConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "baseline": BaselineConfig,
     "tune": TuneConfig, "study": StudyConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "promote": PromoteConfig,

@@ -76,3 +76,26 @@ def predict_files(segmenter: Segmenter, inputs: Sequence[str | Path], out_dir: s
     table = pd.DataFrame(rows)
     write_text(out_dir / "volumes.csv", table.to_csv(index=False, float_format="%.6g"))
     return table
+
+
+def predict_cases(segmenter: Segmenter, raw_dir: str | Path, case_ids: Sequence[str], out_dir: str | Path,
+                  *, progress: bool = False) -> Path:
+    """Segment the scans ``case_ids`` of the nnU-Net raw dataset ``raw_dir``; write ``OUT/CASE.nii.gz`` (uint8, on
+    each scan's own grid, with its affine and header: a viewer opens it over the scan, and any tool can score
+    it) as one atomic folder. Returns ``out_dir``."""
+    from lesionseg.data.dataset import read_cases
+    from lesionseg.data.io import atomic_dir
+    from lesionseg.errors import DataError
+
+    records = {r.case_id: r for r in read_cases(raw_dir)}
+    missing = [c for c in case_ids if c not in records]
+    if missing:
+        raise DataError(f"{raw_dir}: no scans {missing[:3]}; the split and the raw dataset disagree: re-run dvc repro")
+    with atomic_dir(out_dir) as tmp:
+        for case_id in tqdm(case_ids, desc="predict", unit="scan", disable=not progress):
+            volume = read_volume(records[case_id].image)
+            header = volume.header.copy()
+            header.set_data_dtype(np.uint8)
+            header.set_slope_inter(1.0, 0.0)
+            write_volume(tmp / f"{case_id}.nii.gz", segmenter.segment(volume), volume.affine, header=header)
+    return Path(out_dir)

@@ -43,10 +43,6 @@ class Layout:
     def raw(self, dataset: str) -> Path:
         return self.root / "data" / "raw" / dataset
 
-    @property
-    def acceptance_raw(self) -> Path:
-        """New animals for promotion decisions, never used for training, validation or testing."""
-        return self.root / "data" / "raw" / "mouse-acceptance"
 
     def processed(self, dataset: str) -> Path:
         return self.root / "data" / "processed" / dataset
@@ -99,6 +95,14 @@ class Layout:
     @property
     def test_metrics_json(self) -> Path:
         return self.root / "metrics" / "test.json"
+
+    @property
+    def predictions_root(self) -> Path:
+        """Each trained model's test segmentations, one folder per run: ``predictions/<run>/CASE.nii.gz``."""
+        return self.root / "predictions"
+
+    def predictions_dir(self, run: str) -> Path:
+        return self.predictions_root / run
 
     @property
     def overlays_dir(self) -> Path:

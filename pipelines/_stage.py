@@ -5,7 +5,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python pipelines/X.py` also runs in an env (MLflow's conda) without `pip -e`
 from lesionseg.config import load_config  # noqa: E402
-from lesionseg.errors import user_error_line  # noqa: E402
+from lesionseg.errors import bug_report, user_error_line  # noqa: E402
 from lesionseg.layout import Layout  # noqa: E402
 LAYOUT = Layout.at(ROOT)
 
@@ -25,6 +25,6 @@ def run(main) -> None:  # errors a user caused (errors.user_error_line), and a 4
     except Exception as err:
         from lesionseg.tracking.refusals import permission_error
         line = user_error_line(err) or permission_error(err)
-        if line is None:
-            raise
+        if line is None:  # a bug: its traceback, then a line that says so
+            sys.exit(bug_report(err))
         sys.exit(f"error: {line}")

@@ -1,15 +1,27 @@
-"""DVC stage `import`: the ParaVision studies in data/bruker/ -> nnU-Net raw datasets in data/raw/ (brkraw, subject
-RAS, with the lab's masks). Data already in NIfTI skip this stage: put them in data/raw/ and `dvc add` them."""
-from _stage import LAYOUT, run
+"""DVC stages `import-bruker@NAME` / `import-synthetic@NAME`: ParaVision studies -> data/raw/NAME (brkraw, subject
+RAS, with the lab's masks). A synthetic dataset's studies and masks are data/bruker/NAME and its labels/."""
+import argparse
 
+from _stage import LAYOUT, config, run
+
+from lesionseg.config import BrukerDataset
 from lesionseg.data.bruker import import_bruker
 
 
 def main() -> None:
-    for raw in (LAYOUT.raw("rat"), LAYOUT.raw("mouse"), LAYOUT.acceptance_raw):
-        studies = LAYOUT.bruker(raw.name)
-        out = import_bruker([studies], raw, labels_dir=studies / "labels")
-        print(f"import: {LAYOUT.relative(studies)} -> {LAYOUT.relative(out)}")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True, help="a name under datasets.bruker (or datasets.synthetic)")
+    parser.add_argument("--synthetic", action="store_true", help="the dataset is synthetic: data/bruker/NAME")
+    args = parser.parse_args()
+    if args.synthetic and config().datasets.synthetic_dataset(args.dataset):
+        studies = LAYOUT.bruker(args.dataset)
+        spec = BrukerDataset(studies=str(studies), masks=str(studies / "labels"))
+    else:
+        spec = config().datasets.bruker_dataset(args.dataset)
+    out = import_bruker([LAYOUT.resolve(spec.studies)], LAYOUT.raw(args.dataset), protocol=spec.protocol,
+                        scan_id=spec.scan_id, labels_dir=LAYOUT.resolve(spec.masks), subject_type=spec.subject_type,
+                        subject_pose=spec.subject_pose)
+    print(f"import: {args.dataset} -> {LAYOUT.relative(out)}")
 
 
 if __name__ == "__main__":

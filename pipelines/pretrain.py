@@ -3,6 +3,7 @@ import argparse
 
 from _stage import LAYOUT, config, context, run
 
+from lesionseg.errors import ConfigError
 from lesionseg.tracking.run import train_tracked
 from lesionseg.training.spec import pretrain_spec
 
@@ -13,6 +14,9 @@ def main() -> None:
     parser.add_argument("--no-resume", action="store_true", help="ignore a checkpoint left by a crashed run")
     args = parser.parse_args()
     cfg = config()
+    if cfg.finetune.published:
+        raise ConfigError(f"finetune.source is a weights file ({cfg.finetune.source}), so nothing is pretrained: "
+                          "set pretrain.models: [] in params.yaml (and leave data.source out)")
     spec = pretrain_spec(args.model, cfg.networks.of(args.model), cfg.train_for("pretrain"), cfg.pretrain,
                          cfg.data.role("source"), LAYOUT)
     result = train_tracked(spec, context(), LAYOUT.pretrained_dir(args.model),

@@ -1,21 +1,21 @@
-"""DVC stage `synthesize`: synthetic rat (source) and mouse (target) scans as a Bruker scanner leaves them:
-one ParaVision study per animal, with the lab's masks beside them (data/bruker/...)."""
+"""DVC stage `synthesize@NAME` (datasets of kind synthetic only): synthetic scans as a Bruker scanner leaves them,
+one ParaVision study per animal, with the lab's masks beside them (data/bruker/NAME)."""
+import argparse
+
 from _stage import LAYOUT, config, run
 
 from lesionseg.data.paravision import synthesize_studies
 
 
 def main() -> None:
-    cfg = config().synthesize
-    for domain, size in (("rat", cfg.rat), ("mouse", cfg.mouse)):
-        out = synthesize_studies(domain, size.cases, cfg.seed, LAYOUT.bruker(domain), sham_fraction=cfg.sham_fraction,
-                                 matrix=size.matrix, n_slices=size.n_slices)
-        print(f"synthesize: {size.cases} {domain} studies -> {LAYOUT.relative(out)}")
-    if cfg.acceptance:  # an acceptance cohort: new mice from another seed, with their own case ids
-        out = synthesize_studies("mouse", cfg.acceptance.cases, cfg.seed + 1, LAYOUT.bruker(LAYOUT.acceptance_raw.name),
-                                 sham_fraction=cfg.sham_fraction, matrix=cfg.acceptance.matrix,
-                                 n_slices=cfg.acceptance.n_slices, case_prefix="mouseacc")
-        print(f"synthesize: {cfg.acceptance.cases} acceptance mice -> {LAYOUT.relative(out)}")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True, help="a name under datasets.synthetic in params.yaml")
+    args = parser.parse_args()
+    spec = config().datasets.synthetic_dataset(args.dataset)
+    prefix = {"case_prefix": spec.case_prefix} if spec.case_prefix else {}
+    out = synthesize_studies(spec.domain, spec.cases, spec.seed, LAYOUT.bruker(args.dataset),
+                             sham_fraction=spec.sham_fraction, matrix=spec.matrix, n_slices=spec.n_slices, **prefix)
+    print(f"synthesize: {spec.cases} {spec.domain} studies -> {LAYOUT.relative(out)}")
 
 
 if __name__ == "__main__":

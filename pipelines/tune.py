@@ -17,7 +17,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config()
     tune = dataclasses.replace(cfg.tune, storage=args.storage or cfg.tune.storage)
-    base = tune_base_spec(tune.model, args.sample_size, network=cfg.networks.of(tune.model),
+    base = tune_base_spec(tune.model, args.sample_size, network=cfg.finetune.network(tune.model, cfg.networks.of(tune.model)),
                           train=cfg.train_for("tune"), finetune=cfg.finetune, target=cfg.data.role("target"),
                           layout=LAYOUT, repeat=args.repeat)
     outcome = tune_and_retrain(base, tune, cfg.train_for("finetune"), context(), workers=args.workers,

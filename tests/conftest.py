@@ -17,10 +17,12 @@ os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
 torch.set_num_threads(1)
 
 TINY_PARAMS = {
-    "synthesize": {"seed": 5, "sham_fraction": 0.25, "rat": {"cases": 10, "matrix": 40, "n_slices": 8},
-                   "mouse": {"cases": 16, "matrix": 48, "n_slices": 12},
-                   "acceptance": {"cases": 6, "matrix": 48, "n_slices": 12}},
-    "data": {"source": {"name": "rat", "raw": "data/raw/rat"}, "target": {"name": "mouse", "raw": "data/raw/mouse"}},
+    "datasets": {"synthetic": {"rat": {"domain": "rat", "cases": 10, "seed": 5, "matrix": 40, "n_slices": 8},
+                               "mouse": {"domain": "mouse", "cases": 16, "seed": 5, "matrix": 48, "n_slices": 12},
+                               "mouse-acceptance": {"domain": "mouse", "cases": 6, "seed": 6, "matrix": 48,
+                                                    "n_slices": 12, "case_prefix": "mouseacc"}},
+                 "bruker": {}, "nifti": {}},
+    "data": {"source": "rat", "target": "mouse"},
     "prepare": {"clip_percentiles": [0.5, 99.5],
                 "rat": {"target_spacing": [1.0, 2.0, 1.0], "shape": [16, 8, 16]},
                 "mouse": {"target_spacing": [0.8, 1.0, 0.8], "shape": [16, 8, 16]}},
@@ -34,7 +36,7 @@ TINY_PARAMS = {
               "patience_steps": 20, "seed": 0, "num_threads": 1, "patch_size": None, "device": "cpu", "amp": False},
     "study": {"repeats": [0, 1]},
     "pretrain": {"models": ["ratlesnetv2"], "augment": False, "train": {"epochs": 2}},
-    "finetune": {"source": "pretrain", "models": ["ratlesnetv2"], "strategies": ["partial"],
+    "finetune": {"source": "models/pretrained", "source_network": {}, "models": ["ratlesnetv2"], "strategies": ["partial"],
                  "sample_sizes": [4], "augment": ["noaug"],
                  # every lr differs from train.lr and each other, so a stage reading one dvc.yaml omits is caught
                  "arms": {"scratch": {"lr": 0.02}, "full": {"lr": 0.03},
@@ -52,7 +54,8 @@ TINY_PARAMS = {
         {"treatment": {"model": "unet", "strategy": "scratch", "augment": True},
          "control": {"model": "ratlesnetv2", "strategy": "scratch", "augment": False}}],
         "alpha": 0.05, "equivalence_margin": 0.03},
-    "promote": {"alpha": 0.05, "min_dice_gain": 0.0, "hd95_margin_mm": 0.5, "min_dice_first": 0.0},
+    "promote": {"alpha": 0.05, "min_dice_gain": 0.0, "hd95_margin_mm": 0.5, "min_dice_first": 0.0,
+                "acceptance": "mouse-acceptance"},
 }
 
 
@@ -63,11 +66,11 @@ def build_tiny_data(root: Path, params: dict) -> None:
     from lesionseg.data.splits import lesion_balanced_subsets, split_cases
     from lesionseg.data.synthetic import synthesize_dataset
 
-    syn = params["synthesize"]
+    syn = params["datasets"]["synthetic"]
     for domain in ("rat", "mouse"):
         d = syn[domain]
-        synthesize_dataset(domain, d["cases"], syn["seed"], root / "data" / "raw" / domain,
-                           sham_fraction=syn["sham_fraction"], matrix=d["matrix"], n_slices=d["n_slices"])
+        synthesize_dataset(domain, d["cases"], d["seed"], root / "data" / "raw" / domain,
+                           sham_fraction=d.get("sham_fraction", 0.25), matrix=d["matrix"], n_slices=d["n_slices"])
         prep = params["prepare"][domain]
         prepare_dataset(root / "data" / "raw" / domain, root / "data" / "processed" / domain,
                         target_spacing=prep["target_spacing"], shape=prep["shape"])
@@ -75,10 +78,10 @@ def build_tiny_data(root: Path, params: dict) -> None:
         split = split_cases(cases, fractions=tuple(params["split"]["fractions"]), seed=params["split"]["seed"],
                             n_size_bins=params["split"]["n_size_bins"])
         write_json(root / "data" / "splits" / f"{domain}.json", split)
-    acc = syn["acceptance"]
-    synthesize_dataset("mouse", acc["cases"], syn["seed"] + 1, root / "data" / "raw" / "mouse-acceptance",
-                       sham_fraction=syn["sham_fraction"], matrix=acc["matrix"], n_slices=acc["n_slices"],
-                       case_prefix="mouseacc")
+    acc = syn["mouse-acceptance"]
+    synthesize_dataset("mouse", acc["cases"], acc["seed"], root / "data" / "raw" / "mouse-acceptance",
+                       sham_fraction=acc.get("sham_fraction", 0.25), matrix=acc["matrix"], n_slices=acc["n_slices"],
+                       case_prefix=acc["case_prefix"])
     cases = load_manifest(root / "data" / "processed" / "mouse")["cases"]
     train_ids = yaml.safe_load((root / "data" / "splits" / "mouse.json").read_text())["train"]
     for r in params["study"]["repeats"]:

@@ -149,6 +149,7 @@ def _keep(params: dict, keys: list[str]) -> dict:
 STUBS = {  # the one library call each entry point ends in, and what the stub returns
     "synthesize": ("synthesize_studies", lambda *a, **k: a[3]),
     "import_bruker": ("import_bruker", lambda *a, **k: a[1]),
+    "import_nifti": ("import_nifti", lambda *a, **k: a[1]),
     "prepare": ("prepare_dataset", lambda *a, **k: a[1] / "manifest.json"),
     "split": ("write_json", lambda *a, **k: None),
     "subsets": ("write_json", lambda *a, **k: None),

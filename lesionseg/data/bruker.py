@@ -37,6 +37,7 @@ from lesionseg.errors import DataError
 DEFAULT_PROTOCOL = "T2"
 VOUCHED_SUBJECT = ("Quadruped", "Head_Prone")  # the subject frame whose RAS axes we have verified
 LABEL_ENDINGS = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd")
+BRKRAW_HOME_VARIABLE = "BRKRAW_CONFIG_HOME"  # brkraw's own variable; set only while an import runs
 AFFINE_DECIMALS = 6  # brkraw's default; pinned so that a user's brkraw config cannot change our affines
 _NRRD_TO_RAS = {  # NRRD world frames (3D Slicer writes LPS) -> RAS sign flips
     "left-posterior-superior": (-1, -1, 1), "lps": (-1, -1, 1),
@@ -96,7 +97,7 @@ def import_bruker(
     """
     out_dir, labels = Path(out_dir), Path(labels_dir) if labels_dir is not None else None
     groups = _read_groups(labels) if labels is not None else {}
-    with _brkraw_quiet(), atomic_dir(out_dir) as tmp:
+    with _brkraw_isolated(), _brkraw_quiet(), atomic_dir(out_dir) as tmp:
         studies = [study for source in sources for study in _find_studies(Path(source))]
         rows, seen = [], {}
         for study in studies:  # one scan in memory at a time
@@ -160,7 +161,7 @@ def _convert_study(study: _Study, protocol: str, scan_id: int | None, subject_ty
         "case_id": case_id, "study": study.name, "scan_id": scan, "reco_id": reco,
         "protocol": _text(loader.avail[scan].acqp.get("ACQ_protocol_name")),
         "method": _text(method.get("Method")),
-        "echo_time_ms": _number(method.get("PVM_EchoTime"), visu.get("VisuAcqEchoTime")),
+        **_echo_time(method, loader.avail[scan].acqp, visu),
         "repetition_time_ms": _number(method.get("PVM_RepetitionTime"), visu.get("VisuAcqRepetitionTime")),
         "field_strength_t": _field_strength(visu, loader.avail[scan].acqp),
         "subject_type": subject[0], "subject_position": subject[1],
@@ -463,6 +464,25 @@ def _header(what: str) -> nib.Nifti1Header:
 
 
 @contextlib.contextmanager
+def _brkraw_isolated() -> Iterator[None]:
+    """brkraw reads rules, hooks and decimals from its config home (``BRKRAW_CONFIG_HOME``, else ~/.brkraw): for
+    the import it is an empty folder of its own, so that no user's config changes what lesionseg imports."""
+    import os
+    import tempfile
+
+    saved = os.environ.get(BRKRAW_HOME_VARIABLE)
+    with tempfile.TemporaryDirectory(prefix="lesionseg-brkraw-") as home:
+        os.environ[BRKRAW_HOME_VARIABLE] = home
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop(BRKRAW_HOME_VARIABLE, None)
+            else:
+                os.environ[BRKRAW_HOME_VARIABLE] = saved
+
+
+@contextlib.contextmanager
 def _brkraw_quiet() -> Iterator[None]:
     """Keep brkraw's log lines off stderr (our errors are one line); _brkraw_warnings collects them instead."""
     logger = logging.getLogger("brkraw")
@@ -501,6 +521,25 @@ def _number(*values: object) -> float | None:
         if value is not None:
             return float(np.asarray(value, dtype=np.float64).ravel()[0])
     return None
+
+
+# Where the effective echo time is, most specific first. In RARE (TurboRARE) PVM_EchoTime is the echo spacing
+# (PV360: 6 ms for an effective TE of 36 ms); EffectiveTE (method) and ACQ_echo_time (acqp) hold the TE at the
+# centre of k-space, which sets the T2 contrast; single-echo methods (FLASH, MSME's first echo) have only
+# PVM_EchoTime, and then it is the TE.
+ECHO_TIME_KEYS = (("method", "EffectiveTE"), ("acqp", "ACQ_echo_time"), ("visu_pars", "VisuAcqEchoTime"),
+                  ("method", "PVM_EchoTime"))
+
+
+def _echo_time(method, acqp, visu) -> dict:
+    """The manifest's ``echo_time_ms`` (the effective TE), the parameter it came from, and PVM_EchoTime."""
+    files = {"method": method, "acqp": acqp, "visu_pars": visu}
+    for file, key in ECHO_TIME_KEYS:
+        value = _number(files[file].get(key))
+        if value is not None and value > 0:
+            return {"echo_time_ms": value, "echo_time_from": f"{file}:{key}",
+                    "pvm_echo_time_ms": _number(method.get("PVM_EchoTime"))}
+    return {"echo_time_ms": None, "echo_time_from": None, "pvm_echo_time_ms": None}
 
 
 def _field_strength(visu, acqp) -> float | None:

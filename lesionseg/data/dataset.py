@@ -349,3 +349,29 @@ def _label_problems(record: CaseRecord, label: Volume) -> list[str]:
         return [f"{record.label}: cases.csv says {record.case_id} is MCAo but the mask is empty; "
                 "fix the group (sham) or the mask"]
     return []
+
+
+def import_nifti(source: str | Path, out_dir: str | Path) -> Path:
+    """Copy the valid nnU-Net v2 raw dataset at ``source`` to ``out_dir`` (atomically); return ``out_dir``.
+
+    The whole dataset is validated first (a :class:`DataError` listing every problem, nothing written); only
+    what the study reads is copied: dataset.json, cases.csv if present, imagesTr/ and labelsTr/.
+    """
+    import shutil
+
+    from lesionseg.data.io import atomic_dir
+
+    source, out_dir = Path(source), Path(out_dir)
+    if source.resolve() == out_dir.resolve():
+        raise DataError(f"{source}: already the raw folder this dataset is imported to; keep the lab's copy "
+                        "outside data/raw and declare that path under datasets.nifti")
+    records = validate_dataset(source)
+    with atomic_dir(out_dir) as tmp:
+        shutil.copy2(source / "dataset.json", tmp / "dataset.json")
+        if (source / "cases.csv").is_file():
+            shutil.copy2(source / "cases.csv", tmp / "cases.csv")
+        for record in records:
+            for path in (record.image, record.label):
+                (tmp / path.parent.name).mkdir(exist_ok=True)
+                shutil.copy2(path, tmp / path.parent.name / path.name)
+    return out_dir

@@ -42,7 +42,8 @@ class Acquisition:
 
     protocol: str = "T2_TurboRARE"
     method: str = "Bruker:RARE"
-    echo_time_ms: float = 33.0
+    echo_time_ms: float = 33.0  # the effective TE (k-space centre): EffectiveTE, ACQ_echo_time, VisuAcqEchoTime
+    echo_spacing_ms: float = 11.0  # RARE's PVM_EchoTime is the echo spacing, not the TE that contrast depends on
     repetition_time_ms: float = 2500.0
     rare_factor: int = 8
     field_strength_t: float = 7.0
@@ -220,7 +221,8 @@ def _acqp_params(acq: Acquisition, geo: _Geometry, byte_order: str) -> dict:
 def _method_params(acq: Acquisition, geo: _Geometry) -> dict:
     fov = np.array(geo.resolution) * geo.shape[:2]
     return {
-        "Method": _Text(acq.method), "PVM_EchoTime": acq.echo_time_ms, "PVM_RepetitionTime": acq.repetition_time_ms,
+        "Method": _Text(acq.method), "PVM_EchoTime": acq.echo_spacing_ms, "EffectiveTE": np.array([acq.echo_time_ms]),
+        "PVM_RepetitionTime": acq.repetition_time_ms,
         "PVM_RareFactor": acq.rare_factor, "PVM_Matrix": np.array(geo.shape[:2]), "PVM_Fov": fov,
         "PVM_SpatResol": np.array(geo.resolution), "PVM_SliceThick": geo.slice_distance - acq.slice_gap_mm,
         "PVM_NSPacks": 1, "PVM_SPackArrNSlices": np.array([geo.shape[2]]),

@@ -28,7 +28,7 @@ from lesionseg.data.dataset import GROUPS, lesion_volume_mm3, read_cases
 from lesionseg.data.io import json_ready, read_volume
 from lesionseg.data.preprocess import image_digest, prepare_volume
 from lesionseg.errors import ConfigError, DataError, TrackingError
-from lesionseg.evaluation.evaluate import score_scans
+from lesionseg.tracking.scores import score_scans
 from lesionseg.evaluation.summary import summarize
 from lesionseg.inference import Segmenter
 from lesionseg.tracking.refusals import missing_permission

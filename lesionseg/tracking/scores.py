@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import mlflow
 from mlflow.entities import Metric, RunTag
@@ -12,12 +12,14 @@ from mlflow.tracking import MlflowClient
 
 from lesionseg.config import flatten
 from lesionseg.data.io import read_json
-from lesionseg.evaluation.evaluate import evaluate_model
-from lesionseg.inference import Segmenter
+from lesionseg.evaluation.evaluate import evaluate_folder, score_folder
+from lesionseg.inference import Segmenter, predict_cases
 from lesionseg.layout import Layout
 from lesionseg.tracking import lineage, store
 from lesionseg.tracking.registry import CHALLENGER, set_alias
 
+if TYPE_CHECKING:
+    import pandas as pd
 
 HEADLINE = ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "volume_error_mm3")
 
@@ -64,19 +66,31 @@ def log_study_report(report_dir: Path, headline: Mapping, project_root: Path, dv
         return run.info.run_id
 
 
+def score_scans(segmenter: Segmenter, raw_dir: Path, case_ids: Sequence[str]) -> tuple["pd.DataFrame", dict]:
+    """Segment the raw scans ``case_ids`` (into a temporary folder) and score them against their labels: the
+    per-case table of :func:`lesionseg.evaluation.evaluate.score_folder`, and ``{case id: (label, prediction)}``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lesionseg-scores-") as scratch:
+        predictions = predict_cases(segmenter, raw_dir, case_ids, Path(scratch) / "predictions")
+        return score_folder(predictions, raw_dir, case_ids)
+
+
 def evaluate_and_log(models: Sequence[tuple[str, Path]], raw_dir: Path, test_ids: Sequence[str], layout: Layout,
                      *, n_overlays: int = 2) -> tuple[dict[str, dict], list[dict]]:
-    """Evaluate each ``(name, model_dir)`` on the raw test scans in native space (per-case CSV, summary JSON
-    and overlays under the layout), log them into the model's run; returns the headline numbers per name
-    and the runs' run.json."""
+    """Each ``(name, model_dir)``: segment the raw test scans on their own grids into ``predictions/<name>/``, score
+    that folder against the labels (per-case CSV, summary JSON and overlays under the layout), log them into the
+    model's run; returns the headline numbers per name and the runs' run.json."""
     headline, runs = {}, []
     for name, model_dir in models:
         run_info = read_json(model_dir / "run.json")
         files = {"csv": layout.test_metrics_dir / f"{name}.csv", "json": layout.test_metrics_dir / f"{name}.json",
                  "overlays": layout.overlays_dir / name}
-        _, summary = evaluate_model(Segmenter.from_file(model_dir / "model.pt"), raw_dir, test_ids,
-                                    per_case_csv=files["csv"], summary_json=files["json"],
-                                    overlay_dir=files["overlays"], n_overlays=n_overlays, title=name)
+        predictions = predict_cases(Segmenter.from_file(model_dir / "model.pt"), raw_dir, test_ids,
+                                    layout.predictions_dir(name))
+        _, summary = evaluate_folder(predictions, raw_dir, case_ids=test_ids, per_case_csv=files["csv"],
+                                     summary_json=files["json"], images_dir=raw_dir, overlay_dir=files["overlays"],
+                                     n_overlays=n_overlays, title=name)
         log_test_results(run_info, summary, list(files.values()))
         headline[name] = {**{k: summary[k] for k in HEADLINE}, "val_dice": run_info["best_val_dice"]}
         runs.append(run_info)
