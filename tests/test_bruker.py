@@ -4,6 +4,7 @@ scan's grid; the demo's synthesize -> import path gives the raw data `synth` wri
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -21,12 +22,6 @@ from lesionseg.data.paravision import Acquisition, add_scan, write_study
 from lesionseg.data.synthetic import domain_spec, synthesize_case, synthesize_dataset
 
 TINY = ["--matrix", "16", "--n-slices", "4"]
-
-
-@pytest.fixture(autouse=True)
-def brkraw_home(tmp_path, monkeypatch):
-    """brkraw reads its config (rules, hooks, decimals) from here: an empty folder, not the user's ~/.brkraw."""
-    monkeypatch.setenv("BRKRAW_CONFIG_HOME", str(tmp_path / "brkraw-home"))
 
 
 def _case(lesion: bool = True, seed: int = 0):
@@ -269,8 +264,9 @@ def test_slicer_seg_nrrd_label_lands_on_the_image_grid(tmp_path):
 # --- the demo's data path -----------------------------------------------------------------------------------
 
 
-def _run_stage(name: str, project: Path, params: dict, monkeypatch) -> None:
+def _run_stage(name: str, project: Path, params: dict, monkeypatch, *args: str) -> None:
     import importlib
+    import sys
 
     from lesionseg.config import ProjectConfig
     from lesionseg.layout import Layout
@@ -278,21 +274,27 @@ def _run_stage(name: str, project: Path, params: dict, monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
     module = importlib.import_module(name)
     monkeypatch.setattr(module, "LAYOUT", Layout.at(project))
-    if hasattr(module, "config"):
-        monkeypatch.setattr(module, "config", lambda: ProjectConfig(params))
+    monkeypatch.setattr(module, "config", lambda: ProjectConfig(params))
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
     module.main()
 
 
-def test_demo_synthesize_then_import_gives_synths_raw_data(tmp_path, monkeypatch):
-    size = {"cases": 2, "matrix": 16, "n_slices": 4}
-    params = {"synthesize": {"seed": 5, "sham_fraction": 0.5, "rat": size, "mouse": size, "acceptance": size}}
-    project = tmp_path / "project"
-    _run_stage("synthesize", project, params, monkeypatch)
-    assert not (project / "data" / "raw").exists()  # the stage writes what the scanner writes, nothing more
-    _run_stage("import_bruker", project, params, monkeypatch)
+SYNTHETIC = {"rat": ("rat", 5, None), "mouse": ("mouse", 5, None), "mouse-acceptance": ("mouse", 6, "mouseacc")}
 
-    for name, domain, seed, prefix in (("rat", "rat", 5, None), ("mouse", "mouse", 5, None),
-                                       ("mouse-acceptance", "mouse", 6, "mouseacc")):
+
+def test_demo_synthesize_then_import_gives_synths_raw_data(tmp_path, monkeypatch):
+    size = {"cases": 2, "matrix": 16, "n_slices": 4, "sham_fraction": 0.5}
+    params = {"datasets": {"synthetic": {
+        name: {"domain": domain, "seed": seed, **size, **({"case_prefix": prefix} if prefix else {})}
+        for name, (domain, seed, prefix) in SYNTHETIC.items()}}}
+    project = tmp_path / "project"
+    for name in SYNTHETIC:
+        _run_stage("synthesize", project, params, monkeypatch, "--dataset", name)
+    assert not (project / "data" / "raw").exists()  # the stage writes what the scanner writes, nothing more
+    for name in SYNTHETIC:
+        _run_stage("import_bruker", project, params, monkeypatch, "--dataset", name, "--synthetic")
+
+    for name, (domain, seed, prefix) in SYNTHETIC.items():
         expected = synthesize_dataset(domain, 2, seed, tmp_path / "direct" / name, sham_fraction=0.5, matrix=16,
                                       n_slices=4, case_prefix=prefix)
         got = project / "data" / "raw" / name
@@ -300,3 +302,58 @@ def test_demo_synthesize_then_import_gives_synths_raw_data(tmp_path, monkeypatch
             _assert_same_scan(got / "imagesTr" / record.image.name, *_nifti(record.image))
             _assert_same_scan(got / "labelsTr" / record.label.name, *_nifti(record.label))
         assert _groups(got) == _groups(expected)
+
+
+def test_a_labs_bruker_dataset_imports_from_params(tmp_path, monkeypatch):
+    """Kind bruker: the lab's studies (here a folder holding one study folder and one PV360 zip) and masks."""
+    lab = tmp_path / "lab"
+    assert main(["synth", "--domain", "mouse", "--cases", "2", "--seed", "9", *TINY, "--format", "bruker",
+                 "--out", str(lab / "studies")]) == 0
+    shutil.move(str(lab / "studies" / "labels"), str(lab / "masks"))
+    first = sorted((lab / "studies").iterdir())[0]
+    shutil.make_archive(str(first), "zip", lab / "studies", first.name)
+    shutil.rmtree(first)
+    params = {"datasets": {"bruker": {"lab-mice": {"studies": str(lab / "studies"), "masks": str(lab / "masks"),
+                                                   "protocol": "TurboRARE"}}}}
+    project = tmp_path / "project"
+    _run_stage("import_bruker", project, params, monkeypatch, "--dataset", "lab-mice")
+    assert len(validate_dataset(project / "data" / "raw" / "lab-mice")) == 2
+    with pytest.raises(Exception, match="datasets.bruker.mice is not declared"):
+        _run_stage("import_bruker", project, params, monkeypatch, "--dataset", "mice")
+
+
+# --- what the scanner recorded ------------------------------------------------------------------------------
+
+
+def test_manifest_has_the_effective_echo_time_not_the_echo_spacing(tmp_path):
+    """PV360 TurboRARE: PVM_EchoTime is the echo spacing (6 ms); EffectiveTE / ACQ_echo_time are the TE (36 ms)."""
+    study = _study(tmp_path, acquisition=Acquisition(echo_time_ms=36.0, echo_spacing_ms=6.0))
+    assert main(["import-bruker", str(study), "--out", str(tmp_path / "raw")]) == 0
+    manifest = json.loads((tmp_path / "raw" / "manifests" / "m.json").read_text())
+    assert (manifest["echo_time_ms"], manifest["echo_time_from"], manifest["pvm_echo_time_ms"]) == \
+        (36.0, "method:EffectiveTE", 6.0)
+    # an older export without EffectiveTE: ACQ_echo_time; a single-echo method with PVM_EchoTime only: that
+    _edit(study / "1" / "method", EffectiveTE=None)
+    assert main(["import-bruker", str(study), "--out", str(tmp_path / "raw2")]) == 0
+    manifest = json.loads((tmp_path / "raw2" / "manifests" / "m.json").read_text())
+    assert (manifest["echo_time_ms"], manifest["echo_time_from"]) == (36.0, "acqp:ACQ_echo_time")
+    _edit(study / "1" / "acqp", ACQ_echo_time=None)
+    _edit(study / "1" / "pdata" / "1" / "visu_pars", VisuAcqEchoTime=None)
+    assert main(["import-bruker", str(study), "--out", str(tmp_path / "raw3")]) == 0
+    manifest = json.loads((tmp_path / "raw3" / "manifests" / "m.json").read_text())
+    assert (manifest["echo_time_ms"], manifest["echo_time_from"]) == (6.0, "method:PVM_EchoTime")
+
+
+def test_brkraw_reads_an_empty_config_home_of_its_own(tmp_path, monkeypatch):
+    """Every import (CLI, stage, library) isolates brkraw's config home; the user's setting is back afterwards."""
+    import os
+
+    import lesionseg.data.bruker as bruker
+
+    user_home = tmp_path / "users-brkraw"
+    monkeypatch.setenv("BRKRAW_CONFIG_HOME", str(user_home))
+    seen, load = [], bruker._load
+    monkeypatch.setattr(bruker, "_load", lambda study: seen.append(os.environ["BRKRAW_CONFIG_HOME"]) or load(study))
+    bruker.import_bruker([_study(tmp_path)], tmp_path / "raw")
+    assert len(seen) == 1 and seen[0] != str(user_home) and not Path(seen[0]).exists()  # a temporary folder, gone
+    assert os.environ["BRKRAW_CONFIG_HOME"] == str(user_home)

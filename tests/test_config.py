@@ -82,7 +82,7 @@ def test_stage_train_overrides_merge_on_top_of_train():
 
 # --- one set of defaults: params.yaml ------------------------------------------------------------------------
 # Sections whose every key has a default: built from defaults they equal params.yaml's. Left out: data (None means
-# "this stage was not given that role"), synthesize/prepare/split/subsets/networks (required keys, per-domain
+# "this stage was not given that role"), datasets/prepare/split/subsets/networks (required keys, per-domain
 # sizes), report (its comparisons are declarations, made in params.yaml only).
 DEFAULTED = ("train", "pretrain", "finetune", "baseline", "tune", "study", "evaluate", "promote")
 
@@ -142,8 +142,70 @@ def test_full_study_command_sets_exactly_params_full_yaml():
             value = {part: value}
         params = apply_overrides(params, value)
     full = load_full_config(ROOT)
-    for name in ("synthesize", "prepare", "networks", "train", "study", "pretrain", "finetune", "baseline", "tune"):
+    for name in ("datasets", "prepare", "networks", "train", "study", "pretrain", "finetune", "baseline", "tune"):
         assert getattr(ProjectConfig(params), name) == getattr(full, name), name
     assert full.train.budget_steps == 250 * 50 and full.study.repeats == [0, 1, 2, 3, 4]
     # lists replace, mappings merge
     assert apply_overrides({"a": {"b": [1, 2], "c": 1}}, {"a": {"b": [3]}}) == {"a": {"b": [3], "c": 1}}
+
+
+# --- datasets as data: each kind, and the one-line errors a lab meets ------------------------------------------
+
+
+def test_each_dataset_kind_is_typed():
+    from lesionseg.config import BrukerDataset, NiftiDataset, ProjectConfig, SyntheticDataset
+
+    cfg = ProjectConfig({"datasets": {
+        "synthetic": {"rat": {"domain": "rat", "cases": 4, "seed": 1}},
+        "bruker": {"lab-mice": {"studies": "lab/studies", "masks": "lab/masks", "scan_id": 5,
+                                "subject_type": "Quadruped", "subject_pose": "Head_Prone"}},
+        "nifti": {"old-mice": {"path": "/data/Dataset001_mice"}}},
+        "data": {"source": "rat", "target": "lab-mice"}})
+    datasets = cfg.datasets
+    assert datasets.synthetic_dataset("rat") == SyntheticDataset("rat", 4, 1)
+    assert datasets.bruker_dataset("lab-mice") == BrukerDataset("lab/studies", "lab/masks", scan_id=5,
+                                                                subject_type="Quadruped", subject_pose="Head_Prone")
+    assert datasets.nifti_dataset("old-mice") == NiftiDataset("/data/Dataset001_mice")
+    assert [datasets.kind_of(n) for n in datasets.names()] == ["synthetic", "bruker", "nifti"]
+    target = cfg.data.role("target")
+    assert (target.name, target.raw) == ("lab-mice", "data/raw/lab-mice")
+
+
+@pytest.mark.parametrize("datasets, says", [
+    ({"dicom": {}}, "unknown kind(s) ['dicom']"),
+    ({"synthetic": {"m": {"domain": "mouse", "cases": 2, "seed": 0}}, "nifti": {"m": {"path": "x"}}},
+     "'m' is declared as synthetic and nifti"),
+    ({"synthetic": {"m": {"domain": "cat", "cases": 2, "seed": 0}}}, "domain='cat' is not rat or mouse"),
+    ({"bruker": {"m": {"studies": "s"}}}, "datasets.bruker.m: missing key(s) ['masks']"),
+    ({"bruker": {"m": {"studies": "s", "masks": "k", "protocl": "T2"}}}, "unknown key(s) ['protocl']"),
+    ({"nifti": {"my mice": {"path": "x"}}}, "dataset name 'my mice' must be letters"),
+])
+def test_bad_datasets_are_one_line(datasets, says):
+    from lesionseg.config import ProjectConfig
+
+    with pytest.raises(ConfigError) as err:
+        ProjectConfig({"datasets": datasets}).datasets
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_stage_asking_for_an_undeclared_dataset_names_the_declared_ones():
+    from lesionseg.config import ProjectConfig
+
+    datasets = ProjectConfig({"datasets": {"synthetic": {"rat": {"domain": "rat", "cases": 2, "seed": 0}}}}).datasets
+    with pytest.raises(ConfigError, match=r"datasets.bruker.rat is not declared; declared bruker datasets: none"):
+        datasets.bruker_dataset("rat")
+
+
+def test_published_weights_as_source_set_the_architecture_of_every_arm():
+    from lesionseg.config import ProjectConfig
+
+    published = ProjectConfig({"finetune": {"source": "/w/ratlesnetv2-model-1",
+                                            "source_network": {"ratlesnetv2": {"filters": 32}}}}).finetune
+    assert published.published and published.source == "/w/ratlesnetv2-model-1"
+    assert published.network("ratlesnetv2", {"filters": 16}) == {"filters": 32}
+    assert published.network("unet", {"channels": [4]}) == {"channels": [4]}
+    ours = ProjectConfig({"finetune": {"source": "models/pretrained"}}).finetune
+    assert not ours.published and ours.source == "pretrain"  # the spelling the training code knows
+    assert ours.network("ratlesnetv2", {"filters": 16}) == {"filters": 16}
+    with pytest.raises(ConfigError, match="source_network describes a weights file"):
+        ProjectConfig({"finetune": {"source_network": {"ratlesnetv2": {"filters": 32}}}}).finetune

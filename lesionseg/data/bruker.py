@@ -117,16 +117,26 @@ def import_bruker(
 
 
 def _find_studies(source: Path) -> list[_Study]:
-    """The studies in ``source`` (a study folder, a folder of studies, or a zip export)."""
+    """The studies in ``source`` (a study folder, a folder of study folders and/or zip exports, or a zip export)."""
+    if not source.exists():
+        raise DataError(f"{source}: not found; pass a ParaVision study folder or a PV360 .zip export")
+    zips = sorted(p for p in source.iterdir() if p.suffix.lower() == ".zip") if source.is_dir() else []
+    folders = [p for p in sorted(source.iterdir()) if p.is_dir()] if zips else [source]
+    return [study for zipped in zips for study in _discover(zipped)] + \
+        [study for folder in folders for study in _discover(folder, quiet=bool(zips))]
+
+
+def _discover(source: Path, quiet: bool = False) -> list[_Study]:
+    """The studies brkraw finds in ``source``; ``quiet``: a folder without any is not an error (beside zips)."""
     from brkraw.core.fs import DatasetFS
     from brkraw.dataclasses import Study
 
-    if not source.exists():
-        raise DataError(f"{source}: not found; pass a ParaVision study folder or a PV360 .zip export")
     try:
         found = Study.discover(DatasetFS.from_path(source))
     except Exception as err:  # a corrupt zip, an unreadable folder
         raise DataError(f"{source}: cannot read ({_first_line(err)}); copy the study again from the scanner") from None
+    if not found and quiet:
+        return []
     if not found:
         raise DataError(f"{source}: no ParaVision study found (a study has <scan>/acqp, <scan>/method and "
                         "<scan>/pdata/<reco>/{2dseq,visu_pars,reco}); pass a study folder or a PV360 .zip export")
@@ -338,6 +348,8 @@ def _read_groups(labels_dir: Path) -> dict[str, str]:
 
 def _find_label(labels_dir: Path, case_id: str) -> Path:
     found = [p for p in (labels_dir / f"{case_id}{ending}" for ending in LABEL_ENDINGS) if p.is_file()]
+    if not found and quiet:
+        return []
     if not found:
         raise DataError(f"{labels_dir}: no label for {case_id}; add {case_id}.nii.gz (ITK-SNAP) or "
                         f"{case_id}.seg.nrrd (3D Slicer)")
