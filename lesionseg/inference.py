@@ -97,5 +97,6 @@ def predict_cases(segmenter: Segmenter, raw_dir: str | Path, case_ids: Sequence[
             header = volume.header.copy()
             header.set_data_dtype(np.uint8)
             header.set_slope_inter(1.0, 0.0)
-            write_volume(tmp / f"{case_id}.nii.gz", segmenter.segment(volume), volume.affine, header=header)
+            mask = np.asarray(segmenter.segment(volume), dtype=np.uint8)
+            write_volume(tmp / f"{case_id}.nii.gz", mask, volume.affine, header=header)
     return Path(out_dir)

@@ -37,6 +37,7 @@ BAD_ARGUMENTS = [
     ("promote --project {tmp}", "params.yaml: not found"),                             # not a project
     ("predict {bad} --model {tmp}/missing.pt -o {tmp}/out --project {tmp}", "no such file, nor a"),  # bad model
     ("reproduce not-a-uri --project {tmp}", "expected models:/NAME/VERSION"),          # bad URI
+    ("evaluate --pred {tmp}/none --ref {tmp} -o {tmp}/o", "none: folder not found"),   # missing path
     ("study run --project {tmp}", "DVC cannot read the pipeline"),                      # not a DVC repo
     ("ui --port x", "invalid int value: 'x'"),                                          # wrong type
     ("nosuchcommand", "invalid choice: 'nosuchcommand'"),                               # unknown subcommand
@@ -78,3 +79,60 @@ def test_readme_quotes_the_message_the_code_prints():
     with pytest.raises(ValueError) as err:
         build_network("resnet")
     assert str(err.value) == _readme_message("unknown model name")
+
+
+# --- a bug is not bad input: it keeps its traceback and says so ----------------------------------------------
+
+PROGRAMMING_ERROR = """
+import sys
+import lesionseg.cli as cli
+cli._validate = lambda args: cli.ConfigError.__init__(None + 1)   # a bug in a subcommand: None + 1
+sys.exit(cli.main(["validate", "anything"]))
+"""
+
+
+def test_a_programming_error_keeps_its_traceback_and_asks_for_a_report(tmp_path):
+    done = subprocess.run([sys.executable, "-c", PROGRAMMING_ERROR], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(README.parent)})
+    assert done.returncode == 70, done.stderr
+    assert done.stderr.startswith("Traceback (most recent call last):")
+    assert "TypeError: unsupported operand type(s) for +: 'NoneType' and 'int'" in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "TypeError: this is a bug in lesionseg, not a problem with your input: please report it with the "
+        "traceback above")
+    assert "error: " not in done.stderr
+
+
+def test_only_our_errors_and_argument_checks_are_one_line():
+    """LesionsegError and a `raise ValueError/TypeError` in lesionseg (an argument check) are the user's; the same
+    types raised by the interpreter inside lesionseg's code (a wrong keyword, None + 1) are bugs."""
+    import lesionseg
+    from lesionseg.errors import ConfigError, user_error_line
+
+    def raised(code: str) -> BaseException:
+        inside = str(Path(lesionseg.__file__).parent / "not_a_module.py")  # a frame in the package's folder
+        try:
+            exec(compile(code, inside, "exec"), {})
+        except Exception as err:  # noqa: BLE001 - the test wants any
+            return err
+        raise AssertionError("no exception")
+
+    assert user_error_line(ConfigError("params.yaml: x is wrong; fix it")) == "params.yaml: x is wrong; fix it"
+    with pytest.raises(ValueError) as check:
+        build_network("resnet")
+    assert user_error_line(check.value).startswith("network='resnet' is not one of")
+    assert user_error_line(raised("None + 1")) is None
+    assert user_error_line(raised("def f(a): pass\nf(b=1)")) is None
+    assert user_error_line(raised("int('x')")) is None
+    assert user_error_line(KeyError("k")) is None
+
+
+def test_a_stage_with_a_bug_exits_with_the_traceback_and_the_bug_line(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(README.parent / "pipelines"))
+    from _stage import run
+
+    with pytest.raises(SystemExit) as done:
+        run(lambda: [].pop())
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err and "IndexError: pop from empty list" in err
+    assert str(done.value.code).startswith("IndexError: this is a bug in lesionseg")
