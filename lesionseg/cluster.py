@@ -34,43 +34,8 @@ ATTEMPT_MARK = "# lesionseg study: attempt"
 _OWN_LINES = (ATTEMPT_MARK, "# supervisor pid ", "# exit ")  # what repro_stage adds to a stage's log
 TAIL_LINES = 15
 
-# The direct child of a Dask task. It dies with its parent (Linux PR_SET_PDEATHSIG), and when it dies it takes
-# `dvc` and the stage's command (its own session) down with it: a killed worker leaves no orphan training
-# process that still holds DVC's lock on the stage's outputs while the retry runs elsewhere.
-_SUPERVISOR = r"""
-import ctypes, os, signal, subprocess, sys, time
-parent, child, deadline = int(sys.argv[1]), None, None
-def stop(signum, frame):  # only asks; the loop below waits (Popen.wait/poll inside a handler can deadlock)
-    global deadline
-    if child is None:
-        sys.exit(128 + signum)
-    if deadline is None:
-        deadline = time.monotonic() + 10.0
-        try:
-            os.killpg(child.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-signal.signal(signal.SIGTERM, stop)
-signal.signal(signal.SIGINT, stop)
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-except (OSError, AttributeError):
-    pass
-if os.getppid() != parent:  # the worker died before prctl took effect
-    sys.exit(143)
-child = subprocess.Popen(sys.argv[2:], start_new_session=True)
-while child.poll() is None:
-    time.sleep(0.1)
-    if deadline is not None and time.monotonic() > deadline:
-        os.killpg(child.pid, signal.SIGKILL)
-if deadline is not None:  # stopped: nothing dvc started (the stage's command, its group) may outlive it
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    sys.exit(143)
-sys.exit(child.returncode)
-"""
+#: The direct child of a Dask task (see its docstring): run as a script, it needs only the standard library.
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
 
 
 class StudyFailed(LesionsegError):
@@ -264,7 +229,7 @@ def repro_stage(repo_root: Path | str, stage: str, log_path: Path | str, threads
         log.write(f"{ATTEMPT_MARK} on {socket.gethostname()} worker pid {os.getpid()} at "
                   f"{_dt.datetime.now().isoformat(timespec='seconds')}: dvc --wait-for-lock repro --single-item "
                   f"{stage}\n")
-        proc = subprocess.Popen([sys.executable, "-c", _SUPERVISOR, str(os.getpid()), *cmd], cwd=root,
+        proc = subprocess.Popen([sys.executable, str(SUPERVISOR), str(os.getpid()), *cmd], cwd=root,
                                 env=task_env(threads), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         log.write(f"# supervisor pid {proc.pid} on {socket.gethostname()}\n")

@@ -348,8 +348,6 @@ def _read_groups(labels_dir: Path) -> dict[str, str]:
 
 def _find_label(labels_dir: Path, case_id: str) -> Path:
     found = [p for p in (labels_dir / f"{case_id}{ending}" for ending in LABEL_ENDINGS) if p.is_file()]
-    if not found and quiet:
-        return []
     if not found:
         raise DataError(f"{labels_dir}: no label for {case_id}; add {case_id}.nii.gz (ITK-SNAP) or "
                         f"{case_id}.seg.nrrd (3D Slicer)")
