@@ -411,6 +411,42 @@ class PretrainConfig:
     train: dict = field(default_factory=lambda: {"epochs": 40, "iterations_per_epoch": 15, "lr": 0.003,
                                                  "patience_steps": 200})  # overrides of `train`
 
+    def __post_init__(self) -> None:
+        _check_train_overrides(self.train, "pretrain.train")
+
+
+@dataclass(frozen=True)
+class ArmSettings:
+    """``finetune.arms.<strategy>``: its learning rate (None: ``train.lr``) and, for partial, the frozen blocks."""
+
+    lr: float | None = None
+    freeze_depth: dict[str, int] = field(default_factory=dict)  # model -> blocks kept frozen (partial only)
+
+    def __post_init__(self) -> None:
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"finetune.arms: lr={self.lr} must be > 0; fix params.yaml")
+        wrong = {m: d for m, d in self.freeze_depth.items() if not isinstance(d, int) or isinstance(d, bool) or d < 1}
+        if wrong:
+            raise ConfigError(f"finetune.arms.partial.freeze_depth: {wrong} must be block counts >= 1; fix params.yaml")
+
+
+@dataclass(frozen=True)
+class ArmsConfig:
+    """``finetune.arms``: one :class:`ArmSettings` per strategy."""
+
+    scratch: ArmSettings = field(default_factory=lambda: ArmSettings(lr=0.003))
+    partial: ArmSettings = field(default_factory=lambda: ArmSettings(
+        lr=0.001, freeze_depth={"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14}))
+    full: ArmSettings = field(default_factory=lambda: ArmSettings(lr=0.001))
+
+
+def _check_train_overrides(overrides: Mapping[str, Any], where: str) -> None:
+    """A stage's ``train:`` overrides name TrainConfig keys (their values are checked when merged)."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise ConfigError(f"params.yaml {where}: unknown key(s) {unknown}; valid keys are those of `train`")
+
 
 @dataclass(frozen=True)
 class FinetuneConfig:
@@ -427,10 +463,8 @@ class FinetuneConfig:
     augment: list[str] = field(default_factory=lambda: ["noaug"])
     # per strategy, what only its cells read (so dvc.yaml makes each cell depend on its own strategy's block):
     # the learning rate (else train.lr) and, for partial, how many blocks of each network stay frozen
-    arms: dict = field(default_factory=lambda: {
-        "scratch": {"lr": 0.003}, "full": {"lr": 0.001},
-        "partial": {"lr": 0.001, "freeze_depth": {"ratlesnetv2": 5, "unet": 3, "dynunet": 3, "unetr": 14}}})
-    train: dict = field(default_factory=dict)
+    arms: ArmsConfig = field(default_factory=lambda: ArmsConfig())
+    train: dict = field(default_factory=dict)  # overrides of `train` (checked against TrainConfig's keys here)
 
     def __post_init__(self) -> None:
         if self.source in ("pretrain", PIPELINE_WEIGHTS):  # the one spelling the training code knows
@@ -441,6 +475,7 @@ class FinetuneConfig:
         for model, kwargs in self.source_network.items():
             if not isinstance(kwargs, Mapping):
                 raise ConfigError(f"finetune.source_network.{model} must map keywords to values, e.g. {{filters: 32}}")
+        _check_train_overrides(self.train, "finetune.train")
         wrong = [s for s in self.strategies if s not in ("partial", "full")]
         if wrong:
             raise ConfigError(f"finetune.strategies: {wrong} are not transfer strategies (partial, full); every model "
@@ -458,12 +493,12 @@ class FinetuneConfig:
 
     def lr_for(self, strategy: str) -> float | None:
         """The declared learning rate of ``strategy``, or None (then ``train.lr`` applies)."""
-        lr = self.arms.get(strategy, {}).get("lr")
-        return None if lr is None else float(lr)
+        arm = getattr(self.arms, strategy, None)
+        return None if arm is None or arm.lr is None else float(arm.lr)
 
     def freeze_depth(self, model: str) -> int:
         """How many blocks of ``model`` partial fine-tuning keeps frozen."""
-        depths = self.arms.get("partial", {}).get("freeze_depth", {})
+        depths = self.arms.partial.freeze_depth
         if model not in depths:
             raise ConfigError(f"params.yaml: finetune.arms.partial.freeze_depth.{model} is missing; "
                               "set how many blocks to freeze")
@@ -502,6 +537,7 @@ class TuneConfig:
     train: dict = field(default_factory=lambda: {"epochs": 3})  # overrides of finetune's training for trials
 
     def __post_init__(self) -> None:
+        _check_train_overrides(self.train, "tune.train")
         if not 0 < self.lr_min < self.lr_max:
             raise ConfigError(f"tune.lr_min={self.lr_min} / lr_max={self.lr_max}: need 0 < lr_min < lr_max")
         if self.pruner not in ("median", "percentile", "threshold", "none"):

@@ -209,3 +209,20 @@ def test_published_weights_as_source_set_the_architecture_of_every_arm():
     assert ours.network("ratlesnetv2", {"filters": 16}) == {"filters": 16}
     with pytest.raises(ConfigError, match="source_network describes a weights file"):
         ProjectConfig({"finetune": {"source_network": {"ratlesnetv2": {"filters": 32}}}}).finetune
+
+
+@pytest.mark.parametrize("finetune, says", [
+    ({"arms": {"ful": {"lr": 0.1}}}, "finetune.arms: unknown key(s) ['ful']"),
+    ({"arms": {"partial": {"freeze_depth": {"unet": 0}}}}, "{'unet': 0} must be block counts >= 1"),
+    ({"arms": {"full": {"lr": "fast"}}}, "finetune.arms.full.lr='fast' has the wrong type"),
+    ({"train": {"epoch": 3}}, "finetune.train: unknown key(s) ['epoch']"),
+])
+def test_finetune_sections_are_typed_and_checked_when_read(finetune, says):
+    """Typed sections, validated once when a stage reads them (not deep inside a training run)."""
+    from lesionseg.config import ArmSettings, ProjectConfig
+
+    with pytest.raises(ConfigError) as err:
+        ProjectConfig({"finetune": finetune}).finetune
+    assert says in str(err.value)
+    arms = ProjectConfig({"finetune": {"arms": {"scratch": {"lr": 0.02}}}}).finetune.arms
+    assert arms.scratch == ArmSettings(lr=0.02) and arms.partial.freeze_depth["ratlesnetv2"] == 5

@@ -70,7 +70,8 @@ def repo(built, tmp_path):
 
 def test_repro_runs_every_stage_and_writes_outputs(built):
     root, _, output = built
-    for stage in ("synthesize", "import", "prepare@source", "prepare@target", "split@target", "subsets",
+    for stage in ("synthesize@rat", "synthesize@mouse", "synthesize@mouse-acceptance", "import-synthetic@rat",
+                  "import-synthetic@mouse", "import-synthetic@mouse-acceptance", "prepare@source", "prepare@target", "split@target", "subsets",
                   "pretrain@ratlesnetv2", "finetune@ratlesnetv2-partial-4-noaug-0", "finetune@ratlesnetv2-partial-4-noaug-1",
                   "baseline@unet-4-aug-0", "tune@4-0",
                   "evaluate", "report"):
@@ -105,6 +106,47 @@ def test_repro_runs_every_stage_and_writes_outputs(built):
     tests = pd.read_csv(root / "reports" / "study" / "paired_tests.csv")
     assert {"estimate", "ci_low_adj", "ci_high_adj", "p_value", "p_holm", "verdict"} <= set(tests.columns)
     assert len(tests) == 2 and set(tests["verdict"]) <= {"better", "worse", "equivalent", "inconclusive", "skipped"}
+
+
+def test_predictions_on_disk_score_again_to_the_reports_per_case_dice(built, tmp_path):
+    """predictions/<run>/CASE.nii.gz (a DVC output) holds each model's test segmentations on each raw scan's grid;
+    `lesionseg evaluate --pred --ref` on them gives the evaluate stage's per-case table."""
+    root, env, _ = built
+    test_ids = sorted(json.loads((root / "data" / "splits" / "mouse.json").read_text())["test"])
+    assert "predictions" in {o["path"] for o in yaml.safe_load((root / "dvc.lock").read_text())["stages"]["evaluate"]
+                             ["outs"]}
+    for run in ("ratlesnetv2-partial-n4-noaug-r0", "tuned-n4-r0"):
+        assert sorted(p.name.removesuffix(".nii.gz") for p in (root / "predictions" / run).iterdir()) == test_ids
+        _run(["lesionseg", "evaluate", "--pred", str(root / "predictions" / run), "--ref",
+              str(root / "data" / "raw" / "mouse"), "-o", str(tmp_path / run)], root, env)
+        again = pd.read_csv(tmp_path / run / "per_case.csv").set_index("case_id").sort_index()
+        stage = pd.read_csv(root / "metrics" / "test" / f"{run}.csv").set_index("case_id").sort_index()
+        pd.testing.assert_series_equal(again["dice"], stage["dice"])
+
+
+def test_a_labs_study_declares_data_only_and_runs_nothing_synthetic(tmp_path):
+    """A lab's params.yaml (a bruker target, published weights, no synthetic dataset): dvc.yaml untouched, the DAG
+    has no synthesize, no synthetic import and no pretraining; its own import and prepare stages are there."""
+    params = json.loads(json.dumps(TINY_PARAMS))
+    params["datasets"] = {"synthetic": {}, "nifti": {},
+                          "bruker": {"lab-mice": {"studies": "lab/studies", "masks": "lab/masks"}}}
+    params["data"] = {"target": "lab-mice"}
+    params["prepare"]["lab-mice"] = params["prepare"].pop("mouse")
+    params["pretrain"]["models"] = []
+    params["finetune"].update(source="lab/ratlesnetv2-model-1", source_network={"ratlesnetv2": {"filters": 32}})
+    params["tune"]["repeats"] = []
+    env = _tiny_repo(tmp_path, params)
+    (tmp_path / "lab" / "studies").mkdir(parents=True)
+    (tmp_path / "lab" / "masks").mkdir()
+    (tmp_path / "lab" / "ratlesnetv2-model-1").write_bytes(b"weights")
+    stages = _run(["dvc", "stage", "list", "--name-only"], tmp_path, env).split()
+    assert not [s for s in stages if s.startswith(("synthesize", "import-synthetic", "pretrain", "prepare@source"))]
+    assert {"import-bruker@lab-mice", "prepare@target", "split@target", "subsets", "evaluate"} <= set(stages)
+    dag = _run(["dvc", "dag", "--dot"], tmp_path, env)
+    assert '"import-bruker@lab-mice" -> "prepare@target"' in dag
+    assert '"lab/ratlesnetv2-model-1.dvc"' not in dag  # a plain dependency, no stage
+    finetune = [s for s in stages if s.startswith("finetune@")][0]
+    assert f'"subsets" -> "{finetune}"' in dag
 
 
 def test_a_fresh_repro_modifies_no_tracked_file_and_no_run_is_dirty(built):
@@ -288,7 +330,7 @@ def test_changing_one_param_reruns_only_its_dependents(repo):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = _run(["dvc", "status"], root, env)
     assert "evaluate" in output
-    for stage in ("synthesize", "prepare@", "pretrain@", "finetune@", "tune@"):
+    for stage in ("synthesize@", "prepare@", "pretrain@", "finetune@", "tune@"):
         assert stage not in output, stage
 
 
