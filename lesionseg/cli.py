@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--sham-fraction", type=float, default=0.25)
     synth.add_argument("--matrix", type=int, default=None, help="in-plane matrix (default: the domain's paper size)")
     synth.add_argument("--n-slices", type=int, default=None)
+    synth.add_argument("--case-prefix", default=None, help="case (subject) ids PREFIX_000...; default: the domain")
     synth.add_argument("--format", choices=["nifti", "bruker"], default="nifti",
                        help="nifti: the nnU-Net raw layout; bruker: one ParaVision study per animal, masks in labels/")
     synth.set_defaults(func=_synth)
@@ -242,8 +243,9 @@ def _synth(args: argparse.Namespace) -> None:
     from lesionseg.data.synthetic import synthesize_dataset
 
     write = synthesize_studies if args.format == "bruker" else synthesize_dataset
+    prefix = {"case_prefix": args.case_prefix} if args.case_prefix else {}
     out = write(args.domain, args.cases, args.seed, args.out, sham_fraction=args.sham_fraction,
-                matrix=args.matrix, n_slices=args.n_slices)
+                matrix=args.matrix, n_slices=args.n_slices, **prefix)
     kind = " as ParaVision studies" if args.format == "bruker" else ""
     print(f"wrote {args.cases} {args.domain} cases to {out}{kind}")
 
