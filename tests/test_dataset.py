@@ -261,3 +261,32 @@ def test_all_problems_are_listed_at_once(tmp_path):
     message = str(err.value)
     assert message.splitlines()[0].startswith(f"{root}: dataset is invalid (3 problems)")
     assert all(w in message for w in ("numTraining is 9", "NaN/Inf", "label values 2, 7"))
+
+
+# --- kind nifti: a lab's nnU-Net raw folder, validated and copied into data/raw/NAME ---------------------------
+
+
+def test_import_nifti_copies_a_valid_dataset_and_only_what_the_study_reads(tmp_path):
+    from lesionseg.data.dataset import import_nifti
+
+    lab = make_dataset(tmp_path / "lab" / "Dataset001_mice")
+    (lab / "imagesTs").mkdir()
+    (lab / "notes.txt").write_text("scanner log")
+    out = import_nifti(lab, tmp_path / "project" / "data" / "raw" / "old-mice")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        ["dataset.json", "cases.csv"] + [f"imagesTr/case_00{i}_0000.nii.gz" for i in range(4)]
+        + [f"labelsTr/case_00{i}.nii.gz" for i in range(4)])
+    assert [c.lesion_volume_mm3 for c in validate_dataset(out)] == \
+        [c.lesion_volume_mm3 for c in validate_dataset(lab)]
+
+
+def test_import_nifti_refuses_a_bad_dataset_and_writes_nothing(tmp_path):
+    from lesionseg.data.dataset import import_nifti
+
+    lab = make_dataset(tmp_path / "lab")
+    (lab / "labelsTr" / "case_001.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    with pytest.raises(DataError, match="case_001.nii.gz: cannot read NIfTI"):
+        import_nifti(lab, tmp_path / "raw" / "old-mice")
+    assert not (tmp_path / "raw" / "old-mice").exists() and not list((tmp_path / "raw").glob(".old-mice*"))
+    with pytest.raises(DataError, match="already the raw folder"):
+        import_nifti(lab, lab)
