@@ -57,11 +57,11 @@ class TestScorer:
 
 def prepare_rat(cfg, work: Path) -> tuple[Path, dict]:
     """The demo's rat data (synthesize + prepare + split with params.yaml's settings)."""
-    synth, grid = cfg.synthesize, cfg.prepare.grid("rat")
+    rat, grid = cfg.datasets.synthetic_dataset("rat"), cfg.prepare.grid("rat")
     raw = work / "raw"
     if not raw.exists():
-        synthesize_dataset("rat", synth.rat.cases, synth.seed, raw, sham_fraction=synth.sham_fraction,
-                           matrix=synth.rat.matrix, n_slices=synth.rat.n_slices)
+        synthesize_dataset("rat", rat.cases, rat.seed, raw, sham_fraction=rat.sham_fraction,
+                           matrix=rat.matrix, n_slices=rat.n_slices)
     prepared = work / "prepared"
     if not prepared.exists():
         prepare_dataset(raw, prepared, target_spacing=grid.target_spacing, shape=grid.shape,

@@ -22,7 +22,7 @@ CONFIG = load_config(ROOT / "params.yaml")  # the demo
 FULL = load_full_config(ROOT)  # the paper-scale study
 PARAMS = load_params(ROOT / "params.yaml")  # the raw mapping, for gpu_check.py's merge
 PAPER = {"shape": FULL.prepare.grid("mouse").shape, "spacing": FULL.prepare.grid("mouse").target_spacing,
-         "matrix": FULL.synthesize.mouse.matrix}
+         "matrix": FULL.datasets.synthetic_dataset("mouse").matrix}
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(sys.executable).parent
 THREADS = 2
 BATCH = 2
@@ -154,13 +154,13 @@ def data_seconds(root: Path, scale: int = 1) -> dict[str, float]:
     from lesionseg.data.preprocess import prepare_dataset
     from lesionseg.data.synthetic import synthesize_dataset
 
-    syn, prep = CONFIG.synthesize, CONFIG.prepare
+    prep = CONFIG.prepare
     out = {"cases": 0, "synthesize_s": 0.0, "prepare_s": 0.0}
     for domain in (d for d in ("rat", "mouse") if d in prep.grids):  # the prepared datasets: source and target
-        size, grid = getattr(syn, domain), prep.grid(domain)
+        size, grid = CONFIG.datasets.synthetic_dataset(domain), prep.grid(domain)
         n = max(6, size.cases // scale)
         start = time.perf_counter()
-        synthesize_dataset(domain, n, syn.seed, root / "raw" / domain, sham_fraction=syn.sham_fraction,
+        synthesize_dataset(domain, n, size.seed, root / "raw" / domain, sham_fraction=size.sham_fraction,
                            matrix=size.matrix, n_slices=size.n_slices)
         prepared = time.perf_counter()
         prepare_dataset(root / "raw" / domain, root / "processed" / domain, clip_percentiles=prep.clip_percentiles,
@@ -300,7 +300,7 @@ def inference_seconds(size: str = "demo", repeats: int = 3) -> dict[str, float]:
     from lesionseg.inference import Segmenter, predict_files
 
     torch.set_num_threads(THREADS)
-    mouse = _config(size).synthesize.mouse
+    mouse = _config(size).datasets.synthetic_dataset("mouse")
     tmp = Path(tempfile.mkdtemp(prefix="bench_inference_"))
     raw = synthesize_dataset("mouse", 1, 0, tmp / "raw", sham_fraction=0.0, n_slices=mouse.n_slices,
                              matrix=mouse.matrix)

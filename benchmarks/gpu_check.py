@@ -24,7 +24,7 @@ import yaml
 WEIGHTS = f.ROOT.parent / "shared" / "pretrained" / "ratlesnetv2-heterogeneous-model-1"
 FULL_BUDGET = {"epochs": 250, "iterations_per_epoch": 50, "patience_steps": 2500}  # README's full study
 PAPER_PARAMS = {  # the README's full-study overrides that shape one cell
-    "synthesize": {"mouse": {"cases": 40, "matrix": 256}, "rat": {"cases": 10, "matrix": 256}},
+    "datasets": {"synthetic": {"mouse": {"cases": 40, "matrix": 256}, "rat": {"cases": 10, "matrix": 256}}},
     "prepare": {"mouse": {"target_spacing": [0.1, 0.5, 0.1], "shape": [160, 32, 96]},
                 "rat": {"target_spacing": [0.125, 1.0, 0.125], "shape": [160, 16, 96]}},
     "networks": {"ratlesnetv2": {"filters": 32}}, "subsets": {"sizes": [16]}, "study": {"repeats": [0]},
