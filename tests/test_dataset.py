@@ -290,3 +290,22 @@ def test_import_nifti_refuses_a_bad_dataset_and_writes_nothing(tmp_path):
     assert not (tmp_path / "raw" / "old-mice").exists() and not list((tmp_path / "raw").glob(".old-mice*"))
     with pytest.raises(DataError, match="already the raw folder"):
         import_nifti(lab, lab)
+
+
+def test_import_nifti_stage_reads_the_declared_path(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    from conftest import ROOT
+    from lesionseg.config import ProjectConfig
+    from lesionseg.layout import Layout
+
+    lab = make_dataset(tmp_path / "lab" / "Dataset001_mice")
+    params = {"datasets": {"nifti": {"old-mice": {"path": str(lab)}}}}
+    monkeypatch.syspath_prepend(str(ROOT / "pipelines"))
+    module = importlib.import_module("import_nifti")
+    monkeypatch.setattr(module, "LAYOUT", Layout.at(tmp_path / "project"))
+    monkeypatch.setattr(module, "config", lambda: ProjectConfig(params))
+    monkeypatch.setattr(sys, "argv", ["import_nifti.py", "--dataset", "old-mice"])
+    module.main()
+    assert len(validate_dataset(tmp_path / "project" / "data" / "raw" / "old-mice")) == 4
