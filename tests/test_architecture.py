@@ -16,12 +16,12 @@ PACKAGE = ROOT / "lesionseg"
 # Lower layers never import higher ones. evaluation.metrics is pure maths on arrays and sits with data, so
 # that training can score validation with the same Dice the evaluation reports.
 LAYERS = [
-    {"errors", "arm", "config", "layout"},
+    {"errors", "arm", "config", "layout", "supervisor"},
     {"data", "evaluation.metrics"},
+    {"evaluation"},  # scores folders of segmentations: never runs a network (so never imports inference)
     {"networks"},
     {"training"},
     {"inference"},
-    {"evaluation"},
     {"tracking"},
     {"tuning", "report", "cluster"},
     {"cli"},
