@@ -291,6 +291,12 @@ class DatasetsConfig:
     def synthetic_dataset(self, name: str) -> SyntheticDataset:
         return self._of_kind("synthetic", name)
 
+    def synthetic_as_bruker(self, name: str, studies: str) -> BrukerDataset:
+        """The synthetic dataset ``name`` as the ParaVision studies it was written as (``studies``, the masks in
+        its ``labels/``), to import like a lab's."""
+        self.synthetic_dataset(name)  # declared, or a one-line error
+        return BrukerDataset(studies=studies, masks=f"{studies}/labels")
+
     def bruker_dataset(self, name: str) -> BrukerDataset:
         return self._of_kind("bruker", name)
 

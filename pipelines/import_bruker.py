@@ -4,7 +4,6 @@ import argparse
 
 from _stage import LAYOUT, config, run
 
-from lesionseg.config import BrukerDataset
 from lesionseg.data.bruker import import_bruker
 
 
@@ -13,11 +12,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="a name under datasets.bruker (or datasets.synthetic)")
     parser.add_argument("--synthetic", action="store_true", help="the dataset is synthetic: data/bruker/NAME")
     args = parser.parse_args()
-    if args.synthetic and config().datasets.synthetic_dataset(args.dataset):
-        studies = LAYOUT.bruker(args.dataset)
-        spec = BrukerDataset(studies=str(studies), masks=str(studies / "labels"))
-    else:
-        spec = config().datasets.bruker_dataset(args.dataset)
+    datasets, written = config().datasets, LAYOUT.relative(LAYOUT.bruker(args.dataset))
+    spec = datasets.synthetic_as_bruker(args.dataset, written) if args.synthetic else datasets.bruker_dataset(args.dataset)
     out = import_bruker([LAYOUT.resolve(spec.studies)], LAYOUT.raw(args.dataset), protocol=spec.protocol,
                         scan_id=spec.scan_id, labels_dir=LAYOUT.resolve(spec.masks), subject_type=spec.subject_type,
                         subject_pose=spec.subject_pose)
