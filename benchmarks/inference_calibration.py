@@ -237,7 +237,10 @@ def report(n_sims: int, seed: int = 0, legacy: Callable | None = None, legacy_na
              f"one comparison, full vs scratch, at every size; alpha {ALPHA}, margin {MARGIN}). Each cell: rate "
              "(binomial SE over the studies). `p<0.05`: the row's unadjusted test; `verdict`: `better` or `worse` "
              "after Holm over the family; family-wise: any `better`/`worse` in a study. Every size of a study "
-             "shares the same simulated cases, so per-size rates are not independent; the study is the unit.", "",
+             "shares the same simulated cases, so per-size rates are not independent; the study is the unit.",
+             "", "The same rows with the analysis this one replaced (run variance pooled over sizes below R = 5, "
+             "Satterthwaite df unfloored, one Holm family, no primary endpoint): `results_inference_before.md`, "
+             "made with `--legacy` from that version of statistics.py.", "",
              "## No true difference (false positives; the target is <= 0.05, the issue's bar 0.06)", ""]
     lines += _null_table(analysis, _designs(), n_sims, seed)
     lines += ["## A true +0.05 Dice gain at every size (power)", ""]

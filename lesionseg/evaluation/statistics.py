@@ -226,7 +226,8 @@ def compare_arms(
 
     ``cases`` has one row per arm x sample size x repeat x case (one trained model = arm x size x repeat)
     with the metric in ``value``; repeats with the same label share their subset draw and seed across arms.
-    Sample sizes: ``sample_sizes``, else every size where either arm was trained.
+    Sample sizes: ``sample_sizes``, else every size where both arms were trained (where none, every size where
+    either was, as skipped rows that say what is missing).
 
     Method (one analysis gives estimate, CI and p; :func:`cell_tests`). At one sample size, the paired differences
     ``d[r, c] = treatment - control`` over the R repeats both arms have and the n cases all those models scored
@@ -235,7 +236,8 @@ def compare_arms(
     run-level t-test paired by repeat. Each row uses only its own repeats: run-to-run variance shrinks as n grows,
     so no variance is pooled over sizes, and a size with fewer than 2 paired repeats is skipped with the reason.
 
-    Primary endpoint (pre-declared, ``primary_sizes``; every size when None): per repeat and case, the difference
+    Primary endpoint (pre-declared, ``primary_sizes``; none when None; only for a comparison whose arms were both
+    trained at every one of those sizes): per repeat and case, the difference
     averaged over those sizes, analysed by the same model; its run variance is that of the per-repeat average,
     estimated by the repeats themselves whatever the variance at each size. It uses the repeats that have both
     arms at every primary size: a crashed run drops its repeat from the primary endpoint and only from the
@@ -279,11 +281,12 @@ def _one_comparison(data: pd.DataFrame, treatment: object, control: object, size
     for (n, a, r), values in zip(wide.index, wide.to_numpy(dtype=float)):
         models.setdefault((n, a), {})[r] = values
     trained = sorted({n for n, _ in models}, key=_sort_key)
-    sizes = sizes if sizes is not None else trained
+    both = [n for n in trained if (n, treatment) in models and (n, control) in models]
+    sizes = sizes if sizes is not None else (both or trained)
     base = {"treatment": treatment, "control": control, "n_models_treatment": 0, "n_models_control": 0,
             "n_repeats_paired": 0, "n_cases": 0, "method": "", "note": ""}
     out = []
-    primary = list(primary_sizes) if primary_sizes is not None else sizes
+    primary = list(primary_sizes) if primary_sizes is not None else []
     if primary and all((n, a) in models for n in primary for a in (treatment, control)):
         out.append(_primary_row(models, treatment, control, primary, base))
     for n in sizes:

@@ -19,7 +19,8 @@ from lesionseg.tracking import lineage, store
 from lesionseg.tracking.registry import CHALLENGER, set_alias
 
 
-HEADLINE = ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "volume_error_mm3")
+HEADLINE = ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "volume_bias_mm3", "volume_icc",
+            "sham_fp_volume_mm3")  # metrics/test.json and registry tags: volume_* per model, lesion scans only
 
 
 def log_test_results(run: Mapping, summary: Mapping, artifacts: Sequence[Path]) -> dict[str, float]:
