@@ -160,12 +160,15 @@ def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float, margin
                "repeats differ by arm (" + ", ".join(f"{arm} R = {int(r)}" for arm, r in repeats.items()) + ")")
     tested = tests[tests["verdict"] != "skipped"] if len(tests) else tests
     n_primary = int((tested["endpoint"] == PRIMARY).sum()) if len(tested) else 0
+    order = (f"the {n_primary} pre-declared primary endpoint(s) (the difference averaged over the declared sizes) "
+             f"are tested first at alpha {alpha} (Holm), the {len(tested) - n_primary} per-size rows (Holm among "
+             "themselves) only if every primary endpoint was significant" if n_primary else
+             f"no primary endpoint was declared (report.primary_sizes), so the {len(tested)} per-size rows are one "
+             f"Holm family at alpha {alpha}")
     out = [f"Every arm trained for at most {budget} optimizer steps; {counted}, each repeat with its own seed and "
            f"subset draw. Comparisons treat trained models and test cases as crossed sources of variation, each "
-           f"row from its own repeats; the {n_primary} pre-declared primary endpoint(s) (the difference averaged over "
-           f"the declared sizes) are tested first at alpha {alpha} (Holm), the {len(tested) - n_primary} per-size "
-           f"rows (Holm among themselves) only if every primary endpoint was significant; CIs Bonferroni-adjusted "
-           f"within each family; equivalence margin +-{margin} Dice."]
+           f"row from its own repeats (nothing pooled over sizes); {order}; CIs Bonferroni-adjusted within each "
+           f"family, clipped to [-1, 1]; equivalence margin +-{margin} Dice."]
     for _, t in tests.iterrows():
         out.append(_comparison_sentence(t))
     if (summary["strategy"] == "tuned").any():
@@ -189,7 +192,7 @@ def _comparison_sentence(t: pd.Series) -> str:
     return (f"{head}: Dice difference {t['estimate']:+.3f}, adjusted CI [{t['ci_low_adj']:+.3f}, "
             f"{t['ci_high_adj']:+.3f}], Holm p = {t['p_holm']:.3g}; {int(t['n_repeats_paired'])} paired repeats, "
             f"{int(t['n_cases'])} lesion scans; detectable with 80% power: {mdd}: **{verdict}**{note}. "
-            f"{t['equivalence_needs'].capitalize()}.")
+            f"{t['equivalence_needs'][:1].upper()}{t['equivalence_needs'][1:]}.")
 
 
 def build_report(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]], out_dir: str | Path, *,

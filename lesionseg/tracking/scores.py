@@ -34,7 +34,7 @@ def log_test_results(run: Mapping, summary: Mapping, artifacts: Sequence[Path]) 
     for path in artifacts:
         if Path(path).is_dir():
             client.log_artifacts(run["run_id"], str(path), artifact_path=f"evaluation/{Path(path).name}")
-        else:
+        elif Path(path).exists():  # e.g. no overlay folder when none was asked for
             client.log_artifact(run["run_id"], str(path), artifact_path="evaluation")
     if run.get("version"):
         for key in HEADLINE:
