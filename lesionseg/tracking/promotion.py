@@ -130,7 +130,11 @@ def refuse_spent_cohort(looks: int, rule: PromoteConfig, data_dir: Path) -> None
 
 def count_look(client: MlflowClient, name: str, data_hash: str, looks: int) -> None:
     """Record one more decision on the cohort (a registered-model tag, seen by every client of the registry)."""
-    client.set_registered_model_tag(name, LOOKS_TAG + data_hash, str(looks + 1))
+    try:
+        client.set_registered_model_tag(name, LOOKS_TAG + data_hash, str(looks + 1))
+    except MlflowException as err:
+        raise TrackingError(f"promote: cannot count this look at the acceptance cohort on '{name}' ({err.error_code});"
+                            " a look needs EDIT on the registered model: ask its maintainer") from None
 
 
 def refuse_small_cohort(n_lesion: int, alpha: float, data_dir: Path) -> None:
@@ -252,10 +256,9 @@ def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path
     if champion_version is not None:  # before scoring: may this cohort still be used, and can it ever pass?
         refuse_spent_cohort(looks, rule, data_dir)
         refuse_small_cohort(count_lesion_scans(data_dir), look_alpha(rule), data_dir)
+        count_look(client, name, data_hash, looks)  # before scoring; a dry run is a look too: its result is seen
     case_ids = [r.case_id for r in read_cases(data_dir)]
     tables = {v: score_scans(seg, data_dir, case_ids)[0] for v, seg in segmenters.items()}
-    if champion_version is not None:
-        count_look(client, name, data_hash, looks)  # a dry run is a look too: its result has been seen
     decision, table = decide(tables[candidate_version], tables.get(champion_version), rule, candidate_version,
                              champion_version)
     if not dry_run:
