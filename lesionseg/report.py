@@ -181,7 +181,7 @@ def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float, margin
 
 
 def _comparison_sentence(t: pd.Series) -> str:
-    where = f"mean over n = {t['sizes']} (primary endpoint)" if t["endpoint"] == PRIMARY else f"n={t['sample_size']}"
+    where = f"mean over n = {t['sizes']} (primary endpoint)" if t["endpoint"] == PRIMARY else f"n={t['sizes']}"
     head = f"{t['treatment']} vs {t['control']}, {where}"
     if t["verdict"] == "skipped":
         return f"{head}: {t['note']}."
@@ -266,7 +266,7 @@ def headline_metrics(summary: pd.DataFrame, tests: pd.DataFrame) -> dict:
             "dice_lesion": round(float(row["dice_lesion_mean"]), 4), "sham_fp_rate": float(row["sham_fp_rate"]),
             "hd95_mm": round(float(row["hd95_mm_mean"]), 3)}
     for _, t in tests[tests["verdict"] != "skipped"].iterrows() if len(tests) else []:
-        where = f"primary n{t['sizes'].replace(', ', '+')}" if t["endpoint"] == PRIMARY else f"n{t['sample_size']}"
+        where = f"primary n{t['sizes'].replace(', ', '+')}" if t["endpoint"] == PRIMARY else f"n{t['sizes']}"
         out.setdefault("comparisons", {})[f"{t['treatment']} vs {t['control']} {where}"] = {
             "estimate": round(float(t["estimate"]), 4), "ci_low_adj": round(float(t["ci_low_adj"]), 4),
             "ci_high_adj": round(float(t["ci_high_adj"]), 4)}

@@ -207,9 +207,10 @@ def equivalence_needs(row: Mapping, margin: float, level: float, power: float = 
     need_r = math.ceil((run + res / n) / left) if left > 0 else None
     left = target - run / r
     need_n = math.ceil((case + res / r) / left) if left > 0 else None
-    parts = [f"R >= {need_r} repeats with {n} test scans" if need_r else f"more than {n} test scans (the case "
-             f"term alone exceeds the margin)", f">= {need_n} test scans at R = {r}" if need_n else
-             f"more than R = {r} repeats (the between-model term alone exceeds the margin)"]
+    parts = [f"R >= {need_r} repeats with {n} test scans" if need_r else f"more than {n} test scans whatever R (at "
+             f"{n} the case term alone exceeds the margin)", f">= {need_n} test scans at R = {r}" if need_n else
+             f"more than R = {r} repeats whatever the test scans (at R = {r} the between-model term alone exceeds "
+             "the margin)"]
     return f"equivalent within +-{margin:g} (80% at a true 0) would need " + " or ".join(parts)
 
 
@@ -226,8 +227,8 @@ def compare_arms(
 
     ``cases`` has one row per arm x sample size x repeat x case (one trained model = arm x size x repeat)
     with the metric in ``value``; repeats with the same label share their subset draw and seed across arms.
-    Sample sizes: ``sample_sizes``, else every size where both arms were trained (where none, every size where
-    either was, as skipped rows that say what is missing).
+    Sample sizes: ``sample_sizes``, else every size where both arms were trained (where none, one skipped row
+    that says where each arm was trained).
 
     Method (one analysis gives estimate, CI and p; :func:`cell_tests`). At one sample size, the paired differences
     ``d[r, c] = treatment - control`` over the R repeats both arms have and the n cases all those models scored
@@ -282,9 +283,14 @@ def _one_comparison(data: pd.DataFrame, treatment: object, control: object, size
         models.setdefault((n, a), {})[r] = values
     trained = sorted({n for n, _ in models}, key=_sort_key)
     both = [n for n in trained if (n, treatment) in models and (n, control) in models]
-    sizes = sizes if sizes is not None else (both or trained)
     base = {"treatment": treatment, "control": control, "n_models_treatment": 0, "n_models_control": 0,
             "n_repeats_paired": 0, "n_cases": 0, "method": "", "note": ""}
+    if sizes is None and not both:  # one row, not one per size of the arm that was trained
+        where = {a: [n for n in trained if (n, a) in models] for a in (treatment, control)}
+        return [{**base, "comparison": f"{treatment} vs {control}", "endpoint": PER_SIZE, "sample_size": math.nan,
+                 "sizes": "", "note": "skipped: no sample size where both arms were trained (" + "; ".join(
+                     f"{a!s} at n = {', '.join(map(str, v)) or 'none'}" for a, v in where.items()) + ")"}]
+    sizes = sizes if sizes is not None else both
     out = []
     primary = list(primary_sizes) if primary_sizes is not None else []
     if primary and all((n, a) in models for n in primary for a in (treatment, control)):
