@@ -609,6 +609,7 @@ class ReportConfig:
     comparisons: list[dict] = field(default_factory=list)  # [{treatment: ARM, control: ARM}], at every n
     alpha: float = 0.05  # after Holm's correction across all comparisons
     equivalence_margin: float = 0.03  # Dice; "equivalent" when the adjusted CI lies inside +-margin
+    primary_sizes: list[int] | None = None  # the primary endpoint: the difference averaged over these sizes
 
     def __post_init__(self) -> None:
         self.declared()  # a malformed comparison fails when the section is read, not at the end of a study
@@ -630,10 +631,15 @@ class PromoteConfig:
     hd95_margin_mm: float = 0.5  # mean HD95 may not get worse by more than this
     min_dice_first: float = 0.5  # with no champion yet, the candidate needs at least this mean lesion Dice
     acceptance: str = "mouse-acceptance"  # the declared dataset of new animals (data/raw/NAME) promote decides on
+    max_case_drop: float = 0.2  # refuse when any acceptance lesion scan loses more Dice than this
+    max_looks: int = 3  # decisions allowed on one acceptance cohort; each is tested at alpha / max_looks
 
     def __post_init__(self) -> None:
         if not self.alpha > 0:
             raise ConfigError(f"promote.alpha={self.alpha} must be > 0; fix params.yaml")
+        if not self.max_case_drop >= 0 or not int(self.max_looks) >= 1:
+            raise ConfigError(f"promote.max_case_drop={self.max_case_drop} must be >= 0 and promote.max_looks="
+                              f"{self.max_looks} >= 1; fix params.yaml")
         if not 0 <= self.min_dice_first <= 1:
             raise ConfigError(f"promote.min_dice_first={self.min_dice_first} must be in [0, 1]; fix params.yaml")
 

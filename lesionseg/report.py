@@ -23,17 +23,19 @@ import pandas as pd  # noqa: E402
 from lesionseg.arm import ARM_COLUMNS, Arm  # noqa: E402
 from lesionseg.config import Comparison  # noqa: E402
 from lesionseg.data.io import atomic_path, read_json, write_json, write_text  # noqa: E402
-from lesionseg.evaluation.statistics import compare_arms  # noqa: E402
-from lesionseg.evaluation.summary import VOLUME_KEYS, sham_volume, summarize, volume_agreement  # noqa: E402
+from lesionseg.evaluation.statistics import PRIMARY, compare_arms  # noqa: E402
+from lesionseg.evaluation.summary import (ARM_VOLUME_KEYS, VOLUME_KEYS, arm_volume_agreement,  # noqa: E402
+                                          lesion_volume_errors, summarize)
 
 CELL = [*ARM_COLUMNS, "sample_size"]
 MODEL = [*CELL, "repeat"]
 TRANSFER = ("partial", "full", "tuned")
 VOLUMETRY = [k for k in VOLUME_KEYS if k != "n_lesion"]  # per trained model, lesion scans only
+ARM_VOLUMETRY = [k for k in ARM_VOLUME_KEYS if k != "n_models"]  # a new model of the arm on a new scan
 SUMMARY_COLUMNS = ["arm", *CELL, "freeze_depth", "n_repeats", "n_converged", "budget_steps", "dice_lesion_mean",
                    "dice_lesion_sd_between_models", "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate",
-                   "hd95_mm_mean", *VOLUMETRY, "volume_icc_sd_between_models", "n_lesion_cases", "n_sham_scans",
-                   "val_dice_mean"]
+                   "hd95_mm_mean", "volume_icc_mean", "volume_icc_sd_between_models", *ARM_VOLUMETRY,
+                   "n_lesion_cases", "n_sham_scans", "val_dice_mean"]
 
 
 @dataclass(frozen=True)
@@ -77,23 +79,24 @@ def long_table(evaluated: Sequence[Evaluated]) -> pd.DataFrame:
 
 
 def model_table(cases: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained model: its named test metrics and its volume agreement on lesion scans."""
+    """One row per trained model: its named test metrics (:func:`summarize`, the same function whose values go to
+    MLflow, the registry and metrics/test.json), volumetry per model on lesion scans only."""
     rows = []
     for key, scans in cases.groupby([*MODEL, "freeze_depth"], sort=True):
-        named, volumes = summarize(scans), volume_agreement(scans)
+        named = summarize(scans)
         rows.append({**dict(zip([*MODEL, "freeze_depth"], key)), "arm": scans["arm"].iloc[0],
                      "converged": bool(scans["converged"].iloc[0]), "budget_steps": int(scans["budget_steps"].max()),
-                     "val_dice": float(scans["val_dice"].iloc[0]), "dice_lesion": named["dice_lesion"],
-                     "sham_fp_rate": named["sham_fp_rate"], "detection_rate": named["detection_rate"],
-                     "hd95_mm": named["hd95_mm"], "n_lesion": named["n_lesion"], "n_sham": named["n_sham"],
-                     "sham_fp_volume_mm3": sham_volume(scans)["sham_fp_volume_mean_mm3"],
-                     **{k: volumes[k] for k in VOLUMETRY}})
+                     "val_dice": float(scans["val_dice"].iloc[0]),
+                     **{k: named[k] for k in ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "n_lesion",
+                                              "n_sham", "sham_fp_volume_mm3", *VOLUMETRY)}})
     return pd.DataFrame(rows)
 
 
-def summary_table(models: pd.DataFrame) -> pd.DataFrame:
+def summary_table(models: pd.DataFrame, cases: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per arm x sample size: each metric computed per trained model, then averaged over the models
-    (never over averaged predictions); ``n_converged`` of ``n_repeats`` models converged."""
+    (never over averaged predictions); ``n_converged`` of ``n_repeats`` models converged. The arm's volumetry
+    (``arm_volume_*``, :func:`arm_volume_agreement`, from ``cases``) models the models and the scans together:
+    limits for a new model on a new scan, never averaged CI bounds."""
     rows = []
     for key, cell in models.groupby(CELL, sort=True):
         depths = cell["freeze_depth"].unique()
@@ -106,11 +109,21 @@ def summary_table(models: pd.DataFrame) -> pd.DataFrame:
                      "sham_fp_rate": cell["sham_fp_rate"].mean(),
                      "sham_fp_volume_mm3_mean": cell["sham_fp_volume_mm3"].mean(),
                      "detection_rate": cell["detection_rate"].mean(), "hd95_mm_mean": cell["hd95_mm"].mean(),
-                     **cell[VOLUMETRY].mean().to_dict(),
+                     "volume_icc_mean": cell["volume_icc"].mean(),
                      "volume_icc_sd_between_models": cell["volume_icc"].std(ddof=1) if len(cell) > 1 else np.nan,
+                     **_arm_volumetry(cases, dict(zip(CELL, key))),
                      "n_lesion_cases": int(cell["n_lesion"].max()),
                      "n_sham_scans": int(cell["n_sham"].max()), "val_dice_mean": cell["val_dice"].mean()})
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _arm_volumetry(cases: pd.DataFrame | None, cell: Mapping) -> dict:
+    """:func:`arm_volume_agreement` of one arm x size: its models x lesion scans matrix of predicted - manual."""
+    if cases is None or cases.empty:
+        return {k: np.nan for k in ARM_VOLUMETRY}
+    mine = cases[np.logical_and.reduce([cases[k] == v for k, v in cell.items()])]
+    out = arm_volume_agreement(lesion_volume_errors(mine))
+    return {k: out[k] for k in ARM_VOLUMETRY}
 
 
 def _settings_of(cases: pd.DataFrame, comparison: Comparison) -> list[bool]:
@@ -122,31 +135,40 @@ def _settings_of(cases: pd.DataFrame, comparison: Comparison) -> list[bool]:
 
 
 def paired_tests(cases: pd.DataFrame, comparisons: Sequence[Comparison], *, alpha: float,
-                 margin: float) -> pd.DataFrame:
-    """The declared comparisons on lesion-scan Dice at every sample size where both arms were trained:
-    run-level inference (:func:`compare_arms`: trained models and cases crossed), Holm p, Bonferroni-adjusted
-    CIs and a verdict in {better, worse, equivalent, inconclusive} (``skipped`` when an arm is missing)."""
+                 margin: float, primary_sizes: Sequence[int] | None = None) -> pd.DataFrame:
+    """The declared comparisons on lesion-scan Dice at every sample size where both arms were trained (a
+    comparison with none is one skipped row):
+    run-level inference (:func:`compare_arms`: trained models and cases crossed; the pre-declared primary
+    endpoint, the mean over ``primary_sizes``, first), Holm p, Bonferroni-adjusted CIs and a verdict in {better,
+    worse, equivalent, inconclusive} (``skipped`` when an arm is missing)."""
     lesion = cases[cases["group"] == "MCAo"]
     pairs = [pair for c in comparisons for pair in c.within(_settings_of(cases, c))]
     tests = compare_arms(lesion, [(t.label, c.label) for t, c in pairs], value="dice", alpha=alpha, margin=margin,
-                         sample_sizes=sorted(cases["sample_size"].unique()) if len(cases) else [])
+                         primary_sizes=primary_sizes)
     arms = {a.label: a for pair in pairs for a in pair}
     tests["treatment_strategy"] = [arms[t].strategy for t in tests["treatment"]]
     return tests
 
 
 def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float, margin: float) -> list[str]:
-    """Generated sentences: how the study was run, then each declared comparison's verdict."""
+    """Generated sentences: how the study was run, then each declared comparison's verdict, primary first."""
     if summary.empty:
         return ["No model has been evaluated yet, so the report makes no comparison."]
     budget = int(summary["budget_steps"].max())
     repeats = summary.groupby("arm")["n_repeats"].max()
     counted = (f"each cell was repeated {int(repeats.iloc[0])} times" if repeats.nunique() == 1 else
                "repeats differ by arm (" + ", ".join(f"{arm} R = {int(r)}" for arm, r in repeats.items()) + ")")
+    tested = tests[tests["verdict"] != "skipped"] if len(tests) else tests
+    n_primary = int((tested["endpoint"] == PRIMARY).sum()) if len(tested) else 0
+    order = (f"the {n_primary} pre-declared primary endpoint(s) (the difference averaged over the declared sizes) "
+             f"are tested first at alpha {alpha} (Holm), the {len(tested) - n_primary} per-size rows (Holm among "
+             "themselves) only if every primary endpoint was significant" if n_primary else
+             f"no primary endpoint was declared (report.primary_sizes), so the {len(tested)} per-size rows are one "
+             f"Holm family at alpha {alpha}")
     out = [f"Every arm trained for at most {budget} optimizer steps; {counted}, each repeat with its own seed and "
-           f"subset draw. Comparisons treat trained models and test cases as crossed sources of variation; CIs "
-           f"are Bonferroni-adjusted over the {int((tests['verdict'] != 'skipped').sum()) if len(tests) else 0} "
-           f"comparisons tested, p-values Holm-adjusted, alpha {alpha}, equivalence margin +-{margin} Dice."]
+           f"subset draw. Comparisons treat trained models and test cases as crossed sources of variation, each "
+           f"row from its own repeats (nothing pooled over sizes); {order}; CIs Bonferroni-adjusted within each "
+           f"family, clipped to [-1, 1]; equivalence margin +-{margin} Dice."]
     for _, t in tests.iterrows():
         out.append(_comparison_sentence(t))
     if (summary["strategy"] == "tuned").any():
@@ -159,26 +181,32 @@ def findings(summary: pd.DataFrame, tests: pd.DataFrame, *, alpha: float, margin
 
 
 def _comparison_sentence(t: pd.Series) -> str:
-    head = f"{t['treatment']} vs {t['control']} at n={t['sample_size']}"
+    where = f"mean over n = {t['sizes']} (primary endpoint)" if t["endpoint"] == PRIMARY else f"n={t['sizes']}"
+    head = f"{t['treatment']} vs {t['control']}, {where}"
     if t["verdict"] == "skipped":
         return f"{head}: {t['note']}."
     verdict = "worse (negative transfer)" if t["verdict"] == "worse" and t["treatment_strategy"] in TRANSFER \
         else t["verdict"]
+    mdd = f"{t['mdd_80']:.3f}" if pd.notna(t["mdd_80"]) else "not estimable"
+    note = f" ({t['note']})" if isinstance(t["note"], str) and t["note"] else ""
     return (f"{head}: Dice difference {t['estimate']:+.3f}, adjusted CI [{t['ci_low_adj']:+.3f}, "
-            f"{t['ci_high_adj']:+.3f}], Holm p = {t['p_holm']:.3g}; {int(t['n_repeats_paired'])} paired models, "
-            f"{int(t['n_cases'])} lesion scans; detectable with 80% power: {t['mdd_80']:.3f}: **{verdict}**.")
+            f"{t['ci_high_adj']:+.3f}], Holm p = {t['p_holm']:.3g}; {int(t['n_repeats_paired'])} paired repeats, "
+            f"{int(t['n_cases'])} lesion scans; detectable with 80% power: {mdd}: **{verdict}**{note}. "
+            f"{t['equivalence_needs'][:1].upper()}{t['equivalence_needs'][1:]}.")
 
 
 def build_report(metrics_dir: str | Path, model_dirs: Sequence[tuple[str, Path]], out_dir: str | Path, *,
-                 comparisons: Sequence[Comparison], alpha: float = 0.05, margin: float = 0.03) -> dict:
+                 comparisons: Sequence[Comparison], alpha: float = 0.05, margin: float = 0.03,
+                 primary_sizes: Sequence[int] | None = None) -> dict:
     """Write summary.csv, models.csv, paired_tests.csv, learning_curve.csv (for `dvc plots`), the figures,
     README.md and headline.json into ``out_dir``; returns the headline and the findings."""
     out_dir = Path(out_dir)
     evaluated = collect(metrics_dir, model_dirs)
     cases = long_table(evaluated)
     models = model_table(cases) if len(cases) else pd.DataFrame()
-    summary = summary_table(models) if len(models) else pd.DataFrame(columns=SUMMARY_COLUMNS)
-    tests = paired_tests(cases, comparisons, alpha=alpha, margin=margin) if len(cases) else pd.DataFrame()
+    summary = summary_table(models, cases) if len(models) else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    tests = paired_tests(cases, comparisons, alpha=alpha, margin=margin, primary_sizes=primary_sizes) \
+        if len(cases) else pd.DataFrame()
     _write_tables(out_dir, summary, models, tests)
     figures = _figures(evaluated, models, summary, tests, margin, out_dir) if evaluated else {}
     sentences = findings(summary, tests, alpha=alpha, margin=margin)
@@ -199,20 +227,26 @@ def _write_tables(out_dir: Path, summary: pd.DataFrame, models: pd.DataFrame, te
 def readme(summary: pd.DataFrame, tests: pd.DataFrame, sentences: Sequence[str], figures: Mapping[str, str]) -> str:
     """The report as Markdown: findings, the arms, the comparisons, the figures."""
     columns = ["arm", "sample_size", "n_repeats", "n_converged", "dice_lesion_mean", "dice_lesion_sd_between_models",
-               "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate", "hd95_mm_mean", "volume_icc",
-               "volume_bias_mm3", "volume_loa_low_mm3", "volume_loa_high_mm3", "val_dice_mean"]
+               "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate", "hd95_mm_mean", "volume_icc_mean",
+               "arm_volume_bias_mm3", "arm_volume_loa_low_mm3", "arm_volume_loa_high_mm3", "val_dice_mean"]
     parts = ["# lesionseg study report", "", "Generated by the `report` stage from native-space test evaluations. "
              "Metric definitions and the statistics: README, \"Metrics\" and \"The study's verdict\".", "",
              "## Findings", "", *[f"- {s}" for s in sentences], "",
              "## Arms (test split; each metric per trained model, then the mean over models)", "",
              summary[columns].round(3).to_markdown(index=False) if len(summary) else "(no evaluated models)", "",
-             "Volume agreement (ICC(2,1), Bland-Altman bias and limits) is computed per trained model on lesion "
-             "scans only, then averaged over the arm's models; shams are reported apart (false-positive volume).", ""]
+             "Volumetry is per trained model on lesion scans only (`volume_*` in models.csv, MLflow and the "
+             "registry); shams are reported apart (`sham_fp_volume_mm3`). `arm_volume_bias_mm3` and the limits "
+             "`arm_volume_loa_*_mm3` model the arm's models and scans together: 95% limits for a new model of the "
+             "arm on a new scan, including how much models differ in bias (coverage 0.92-0.95 by simulation, "
+             "README \"The study's verdict\").", ""]
     if len(tests):
-        shown = ["treatment", "control", "sample_size", "estimate", "ci_low_adj", "ci_high_adj", "p_value", "p_holm",
-                 "verdict", "mdd_80", "n_repeats_paired", "n_cases"]
-        parts += ["## Pre-declared comparisons (lesion Dice; CIs adjusted, Bonferroni; p Holm-adjusted)", "",
-                  tests[shown].round(4).to_markdown(index=False), "", f"Method: {_methods(tests)}", ""]
+        shown = ["endpoint", "treatment", "control", "sizes", "estimate", "ci_low_adj", "ci_high_adj", "p_value",
+                 "p_holm", "verdict", "mdd_80", "n_repeats_paired", "n_cases"]
+        parts += ["## Pre-declared comparisons (lesion Dice; primary endpoint first; CIs adjusted, Bonferroni; "
+                  "p Holm-adjusted)", "", tests[shown].round(4).to_markdown(index=False), "",
+                  f"Method: {_methods(tests)}", "", "## What `equivalent` would need", "",
+                  *[f"- {t['treatment']} vs {t['control']} ({t['endpoint']}, n = {t['sizes']}): "
+                    f"{t['equivalence_needs']}" for _, t in tests[tests["verdict"] != "skipped"].iterrows()], ""]
     parts += ["## Figures", ""] + [f"![{title}]({path})" for title, path in figures.items()] + [""]
     return "\n".join(parts)
 
@@ -232,7 +266,8 @@ def headline_metrics(summary: pd.DataFrame, tests: pd.DataFrame) -> dict:
             "dice_lesion": round(float(row["dice_lesion_mean"]), 4), "sham_fp_rate": float(row["sham_fp_rate"]),
             "hd95_mm": round(float(row["hd95_mm_mean"]), 3)}
     for _, t in tests[tests["verdict"] != "skipped"].iterrows() if len(tests) else []:
-        out.setdefault("comparisons", {})[f"{t['treatment']} vs {t['control']} n{t['sample_size']}"] = {
+        where = f"primary n{t['sizes'].replace(', ', '+')}" if t["endpoint"] == PRIMARY else f"n{t['sizes']}"
+        out.setdefault("comparisons", {})[f"{t['treatment']} vs {t['control']} {where}"] = {
             "estimate": round(float(t["estimate"]), 4), "ci_low_adj": round(float(t["ci_low_adj"]), 4),
             "ci_high_adj": round(float(t["ci_high_adj"]), 4)}
     return out
@@ -259,7 +294,7 @@ def plot_learning_curves(models: pd.DataFrame, summary: pd.DataFrame, tests: pd.
         axes[0].scatter(dots["sample_size"], dots["dice_lesion"], s=12, alpha=0.5, color=line.get_color())
     axes[0].set(xlabel="training scans (n)", ylabel="test Dice (lesion scans)", ylim=(0, 1),
                 title="Dice per arm (dots: trained models)")
-    tested = tests[tests["verdict"] != "skipped"] if len(tests) else tests
+    tested = tests[(tests["verdict"] != "skipped") & (tests["endpoint"] != PRIMARY)] if len(tests) else tests
     for i, ((t, c), rows) in enumerate(tested.groupby(["treatment", "control"], sort=False) if len(tested) else []):
         x = rows["sample_size"].astype(float) * (1 + 0.03 * (i - 1))  # dodge overlapping comparisons
         axes[1].errorbar(x, rows["estimate"], yerr=[rows["estimate"] - rows["ci_low_adj"],

@@ -12,7 +12,8 @@ def main() -> None:
     cfg = config().report
     models = trained_model_dirs(LAYOUT.finetune_root, LAYOUT.tuned_root)
     report = build_report(LAYOUT.test_metrics_dir, models, LAYOUT.report_dir, comparisons=cfg.declared(),
-                          alpha=cfg.alpha, margin=cfg.equivalence_margin)
+                          alpha=cfg.alpha, margin=cfg.equivalence_margin,
+                          primary_sizes=cfg.primary_sizes)
     store.connect(LAYOUT.root)
     run_id = log_study_report(LAYOUT.report_dir, report["headline"], LAYOUT.root, context().dvc_exp_name)
     for sentence in report["findings"]:

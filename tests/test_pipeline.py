@@ -81,7 +81,7 @@ def test_repro_runs_every_stage_and_writes_outputs(built):
                                    "unet-scratch-n4-aug") for r in (0, 1)}
     assert set(headline) == cells | {"tuned-n4-r0"}
     assert set(headline["tuned-n4-r0"]) >= {"dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm",
-                                            "volume_error_mm3"}
+                                            "volume_bias_mm3", "volume_icc", "sham_fp_volume_mm3"}
     assert (root / "tuning" / "n4-r0" / "best.json").exists()
     assert list((root / "reports" / "overlays").glob("*/*.png"))
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -100,8 +100,8 @@ def test_repro_runs_every_stage_and_writes_outputs(built):
     summary = pd.read_csv(root / "reports" / "study" / "summary.csv")
     assert set(summary["n_repeats"]) == {1, 2} and set(summary.columns) >= {
         "model", "strategy", "augment", "sample_size", "dice_lesion_mean", "dice_lesion_sd_between_models",
-        "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate", "hd95_mm_mean", "volume_icc",
-        "volume_bias_mm3", "volume_loa_low_mm3", "volume_loa_high_mm3", "n_repeats", "n_converged"}
+        "sham_fp_rate", "sham_fp_volume_mm3_mean", "detection_rate", "hd95_mm_mean", "volume_icc_mean",
+        "arm_volume_bias_mm3", "arm_volume_loa_low_mm3", "arm_volume_loa_high_mm3", "n_repeats", "n_converged"}
     assert set(summary.loc[summary["strategy"] == "tuned", "n_repeats"]) == {1}
     tests = pd.read_csv(root / "reports" / "study" / "paired_tests.csv")
     assert {"estimate", "ci_low_adj", "ci_high_adj", "p_value", "p_holm", "verdict"} <= set(tests.columns)

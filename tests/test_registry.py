@@ -59,8 +59,9 @@ def test_first_candidate_becomes_champion_on_new_animals_then_dry_run_moves_noth
     log = root / "reports/promotions.jsonl"
     n_lesion = promotion.count_lesion_scans(acceptance)
     # the tiny models (1-2 epochs) are weak and the tiny cohort's few lesion scans cannot reach alpha 0.05
-    rule = PromoteConfig(min_dice_first=0.0, alpha=0.1)
-    assert promotion.lesion_scans_needed(rule.alpha) <= n_lesion < promotion.lesion_scans_needed(PromoteConfig().alpha)
+    rule = PromoteConfig(min_dice_first=0.0, alpha=0.2, max_looks=2)  # 0.1 per look on this cohort
+    assert promotion.lesion_scans_needed(promotion.look_alpha(rule)) <= n_lesion < promotion.lesion_scans_needed(
+        promotion.look_alpha(PromoteConfig()))
     decision, _ = promote(TARGET_MODEL, v1["version"], rule, acceptance, log_path=log)
     client = MlflowClient()
     assert decision.promote and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
@@ -77,11 +78,13 @@ def test_first_candidate_becomes_champion_on_new_animals_then_dry_run_moves_noth
     assert len(table) == 6 and str(client.get_model_version_by_alias(TARGET_MODEL, CHAMPION).version) == v1["version"]
     assert log.read_text() == before
     assert "promotion_decision" not in client.get_model_version(TARGET_MODEL, v2["version"]).tags
-    with pytest.raises(DataError, match=f"lesion scans needed at promote.alpha 0.05; the acceptance cohort has {n_lesion}"):
+    with pytest.raises(DataError, match=f"lesion scans needed at a level of 0.01667 .* the acceptance cohort has {n_lesion}"):
         promote(TARGET_MODEL, "@challenger", PromoteConfig(), acceptance, log_path=log)  # the defaults: too few scans
     assert log.read_text() == before
     promote(TARGET_MODEL, "@challenger", rule, acceptance, log_path=log)
-    assert json.loads(log.read_text().splitlines()[1])["earlier_promotions_on_this_data"] == 1
+    assert json.loads(log.read_text().splitlines()[1])["earlier_promotions_on_this_data"] == 1  # the dry run looked
+    looks = {k: v for k, v in client.get_registered_model(TARGET_MODEL).tags.items() if k.startswith("acceptance_looks_")}
+    assert list(looks.values()) == ["2"], "the dry run and the decision against a champion; the first champion none"
 
 
 def test_promote_refuses_a_models_own_training_data_even_renamed(two_versions, tmp_path):

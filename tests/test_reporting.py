@@ -119,14 +119,14 @@ def test_negative_transfer_is_named_only_for_transfer_arms(tmp_path):
     worse = [0.1, 0.2, 0.1, 0.3, 0.2, 0.1, 0.2, 0.1, 0.2, 0.3]
     better = [0.8, 0.7, 0.9, 0.8, 0.7, 0.9, 0.8, 0.7, 0.9, 0.8]
     dirs = []
-    for r in (0, 1):
+    for r in (0, 1, 2, 3):  # R = 4: with 2 repeats (df 1) even -0.6 on every scan is not decidable
         noise = [0.01 * r * (-1) ** i for i in range(10)]
         for name, arm, dices in (("scratch", SCRATCH, better), ("full", FULL, worse), ("unet", UNET, worse)):
             dirs.append(_model(tmp_path, f"{name}-r{r}", arm, _cases(np.add(dices, noise)), repeat=r))
     report = build_report(tmp_path / "metrics", dirs, tmp_path / "reports", comparisons=COMPARISONS)
     full, unet = [s for s in report["findings"] if " vs " in s]
-    assert full.endswith("**worse (negative transfer)**.")
-    assert unet.endswith("**worse**.")
+    assert "**worse (negative transfer)**" in full
+    assert "**worse**" in unet and "negative transfer" not in unet
 
 
 def test_a_tuned_run_is_known_by_its_arm_not_its_folder(tmp_path):
@@ -152,3 +152,31 @@ def test_a_comparison_runs_within_the_settings_its_control_was_trained_in(study)
     cases, _ = _tables(root, dirs)
     tests = paired_tests(cases, COMPARISONS[:1], alpha=0.05, margin=0.03)
     assert list(tests["treatment"]) == [FULL.label]
+
+
+def test_the_primary_endpoint_comes_first_and_the_report_says_what_equivalence_needs(study):
+    root, dirs = study
+    for r in (0, 1):  # the same arms at a second size, so the declared primary endpoint averages two sizes
+        dirs.append(_model(root, f"scratch-n16-r{r}", SCRATCH, _cases([x + 0.05 * r for x in LOW]), repeat=r,
+                           sample_size=16))
+        dirs.append(_model(root, f"full-n16-r{r}", FULL, _cases(HIGH), repeat=r, sample_size=16))
+    cases, _ = _tables(root, dirs)
+    tests = paired_tests(cases, COMPARISONS[:1], alpha=0.05, margin=0.03, primary_sizes=[8, 16])
+    assert tests["endpoint"].tolist() == ["primary", "per size", "per size"]
+    primary = tests.iloc[0]
+    assert primary["sizes"] == "8, 16" and primary["n_repeats_paired"] == 2
+    assert primary["estimate"] == pytest.approx(tests.iloc[1:]["estimate"].mean())
+    assert "would need" in primary["equivalence_needs"]
+    build_report(root / "metrics", dirs, root / "reports", comparisons=COMPARISONS[:1], primary_sizes=[8, 16])
+    readme = (root / "reports" / "README.md").read_text()
+    assert "## What `equivalent` would need" in readme and "primary endpoint" in readme
+    summary = pd.read_csv(root / "reports" / "summary.csv")
+    assert {"arm_volume_loa_low_mm3", "arm_volume_loa_high_mm3", "volume_icc_mean"} <= set(summary.columns)
+    assert not any(c.startswith("volume_") and c not in ("volume_icc_mean", "volume_icc_sd_between_models")
+                   for c in summary.columns), "volume_* names are per model; the arm's have their own"
+
+
+def test_a_comparison_the_study_never_trains_is_one_row_not_one_per_size(study):
+    cases, _ = _tables(*study)
+    tests = paired_tests(cases, COMPARISONS, alpha=0.05, margin=0.03)
+    assert (tests["treatment"] == UNET.label).sum() == 1

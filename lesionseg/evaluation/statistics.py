@@ -4,10 +4,13 @@ Input is a long table with one row per arm x sample size x repeat x test case; c
 to ``arm``, ``sample_size``, ``repeat``, ``case_id`` and the metric (e.g. ``dice``). Filter it first
 (e.g. lesion scans only for Dice; the penalised HD95 rather than one with inf).
 
-Primary analysis: :func:`compare_arms`. Every declared comparison (treatment arm vs control arm) at every
-sample size is estimated, tested and given a confidence interval by one analysis in which both the
-trained model (arm x sample size x repeat) and the test case are sources of variation, and ends in one of
-four verdicts (:data:`VERDICTS`). See its docstring for the method and what it follows.
+Primary analysis: :func:`compare_arms`. Every declared comparison (treatment arm vs control arm) gets a
+pre-declared primary endpoint (the difference averaged over the declared sample sizes) and a row per sample
+size; each is estimated, tested and given a confidence interval by one analysis in which both the trained model
+and the test case are sources of variation, from that row's own repeats only, and ends in one of four verdicts
+(:data:`VERDICTS`). The array functions (:func:`cell_tests`, :func:`holm`, :func:`adjusted_ci`,
+:func:`verdicts`) are the same ones the calibration simulation (``benchmarks/inference_calibration.py``) runs on
+thousands of studies at once.
 """
 from __future__ import annotations
 
@@ -23,19 +26,25 @@ from scipy.special import ndtr
 ARM, SIZE, REPEAT, CASE = "arm", "sample_size", "repeat", "case_id"
 
 
-def holm(pvalues: Iterable[float]) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values; NaN entries stay NaN and are not counted.
+def holm(pvalues: Iterable[float] | np.ndarray) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values along the last axis; NaN entries stay NaN and are not counted.
 
-    Written out (three lines) because statsmodels' ``multipletests(method="holm")`` runs ``gc.collect()`` on every
-    call, 0.1 s in a process with many objects, and the calibration simulation calls this thousands of times;
-    the tests check it equals statsmodels.
+    Written out because statsmodels' ``multipletests(method="holm")`` runs ``gc.collect()`` on every call and
+    takes one family at a time, and the calibration simulation adjusts thousands of families at once; the tests
+    check it equals statsmodels.
     """
-    p = np.asarray(list(pvalues), dtype=float)
-    out = np.full(p.shape, math.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    steps = p[order] * np.arange(order.size, 0, -1)
-    out[order] = np.minimum(np.maximum.accumulate(steps), 1.0)
+    p = np.asarray(pvalues if isinstance(pvalues, np.ndarray) else list(pvalues), dtype=float)
+    if p.size == 0:
+        return p.copy()
+    nan = np.isnan(p)
+    m = np.sum(~nan, axis=-1, keepdims=True)
+    order = np.argsort(np.where(nan, np.inf, p), axis=-1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=-1)
+    steps = ranked * (m - np.arange(p.shape[-1]))
+    steps = np.minimum(np.fmax.accumulate(np.where(np.isnan(steps), -np.inf, steps), axis=-1), 1.0)
+    out = np.empty_like(p)
+    np.put_along_axis(out, order, steps, axis=-1)
+    out[nan] = math.nan
     return out
 
 
@@ -43,52 +52,98 @@ def holm(pvalues: Iterable[float]) -> np.ndarray:
 
 VERDICTS = ("better", "worse", "equivalent", "inconclusive")
 SKIPPED = "skipped"
+PRIMARY, PER_SIZE = "primary", "per size"
 POWER = 0.8
+DICE_RANGE = (-1.0, 1.0)  # a difference of two Dice values
 ARMS_COLUMNS = (
-    "comparison", "treatment", "control", "sample_size", "estimate", "se", "df", "ci_low_adj", "ci_high_adj",
-    "ci_level_adj", "p_value", "p_holm", "verdict", "mdd_80", "n_models_treatment", "n_models_control",
-    "n_repeats_paired", "n_cases", "run_var", "case_var", "method", "note",
+    "comparison", "endpoint", "treatment", "control", "sample_size", "sizes", "estimate", "se", "df", "ci_low_adj",
+    "ci_high_adj", "ci_level_adj", "p_value", "p_holm", "verdict", "mdd_80", "equivalence_needs",
+    "n_models_treatment", "n_models_control", "n_repeats_paired", "n_cases", "run_var", "case_var", "res_var",
+    "method", "note",
 )
+SATTERTHWAITE_MIN_REPEATS = 4  # below: df = R - 1 (see cell_tests)
 _QUANTILES = (np.arange(1000) + 0.5) / 1000  # midpoint rule on the probability scale, for _detectable
 
 
 @dataclass(frozen=True)
-class CellStats:
-    """Paired differences (treatment - control) of one comparison at one sample size, as a repeats x cases
-    table, reduced to the mean squares of its two-way layout (Searle, Casella & McCulloch 1992, ch. 4).
+class CellTests:
+    """One analysis of ``(..., R, n)`` paired differences (treatment - control; repeats x cases), per leading index.
 
-    ``v_run``: variance over repeats of the per-repeat mean difference (``df_run = R - 1``);
-    ``v_case``: variance over cases of the per-case mean difference (``n - 1``); ``ms_res``: residual mean
-    square (``(R - 1)(n - 1)``). NaN where the degrees of freedom are 0.
+    ``run_var``: variance over repeats of the per-repeat mean difference (df ``R - 1``); ``case_var``: the case x
+    arm variance component (truncated at 0); ``res_var``: the residual mean square (df ``(R - 1)(n - 1)``).
     """
 
-    estimate: float
+    estimate: np.ndarray
+    se: np.ndarray
+    df: np.ndarray
+    p_value: np.ndarray
+    run_var: np.ndarray
+    case_var: np.ndarray
+    res_var: np.ndarray
     n_repeats: int
     n_cases: int
-    v_run: float
-    df_run: int
-    v_case: float
-    ms_res: float
-    df_res: int
 
 
-def cell_stats(diff: np.ndarray) -> CellStats:
-    """:class:`CellStats` of a complete (repeats x cases) matrix of paired differences.
+def cell_tests(diff: np.ndarray) -> CellTests:
+    """The crossed random-effects analysis of :func:`compare_arms` on every ``(R, n)`` matrix of ``diff``.
 
-    Written out because it is the closed form of a balanced two-way ANOVA (statsmodels' ``anova_lm`` fits an
-    OLS per call, too slow for the calibration simulation; the tests check both agree).
+    ``d[r, c] = delta + a_r + g_c + e_rc``; the estimate is the mean of ``d`` and its variance
+    ``var(a)/R + var(g)/n + var(e)/(R n)`` is estimated without bias by ``v_run / R + (v_case - ms_res / R) / n``
+    from the two-way ANOVA mean squares (Searle, Casella & McCulloch 1992, ch. 4), the case part truncated at 0.
+    Degrees of freedom: Satterthwaite (1946) over the three mean squares, never below the smallest df of the
+    components used (so a barely positive case part cannot push df under 1); ``R - 1`` when the case part is 0.
+    With fewer than :data:`SATTERTHWAITE_MIN_REPEATS` repeats the df is the between-model term's own, R - 1
+    (conservative: exact when that term dominates): Satterthwaite's df, estimated from a term with 1 or 2 df, is
+    too large exactly when that term happens to be small, and the tests rejected 6.6-8.5% at a nominal 5% with
+    R = 2-3 and 30 cases (benchmarks/results_inference.md). Needs R >= 2 and n >= 2: the cell's own repeats estimate its between-model variance, nothing is pooled.
+    Written out (closed form of the balanced layout) because statsmodels fits one OLS per call, too slow for the
+    calibration simulation; the tests check both agree.
     """
     d = np.asarray(diff, dtype=float)
-    r, n = d.shape
-    grand, rows, cols = d.mean(), d.mean(axis=1), d.mean(axis=0)
-    resid = d - rows[:, None] - cols[None, :] + grand
-    df_res = (r - 1) * (n - 1)
-    return CellStats(
-        estimate=float(grand), n_repeats=r, n_cases=n,
-        v_run=float(rows.var(ddof=1)) if r > 1 else math.nan, df_run=r - 1,
-        v_case=float(cols.var(ddof=1)) if n > 1 else math.nan,
-        ms_res=float(np.sum(resid**2) / df_res) if df_res > 0 else math.nan, df_res=df_res,
-    )
+    r, n = d.shape[-2:]
+    if r < 2 or n < 2:
+        raise ValueError(f"cell_tests needs >= 2 repeats and >= 2 cases, got {r} x {n}")
+    grand = d.mean(axis=(-2, -1))
+    rows, cols = d.mean(axis=-1), d.mean(axis=-2)
+    v_run, v_case = rows.var(axis=-1, ddof=1), cols.var(axis=-1, ddof=1)
+    resid = d - rows[..., :, None] - cols[..., None, :] + grand[..., None, None]
+    df_run, df_case, df_res = r - 1, n - 1, (r - 1) * (n - 1)
+    ms_res = np.sum(resid**2, axis=(-2, -1)) / df_res
+    run_part, case_part = v_run / r, np.maximum(0.0, v_case - ms_res / r) / n
+    var = run_part + case_part
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = (run_part**2 / df_run + (v_case / n) ** 2 / df_case + (ms_res / (r * n)) ** 2 / df_res)
+        satt = np.where(terms > 0, var**2 / terms, math.inf)
+    df = np.where(case_part > 0, np.maximum(satt, min(df_run, df_case, df_res)), float(df_run))
+    if r < SATTERTHWAITE_MIN_REPEATS:
+        df = np.full_like(grand, float(df_run))
+    se = np.sqrt(var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.abs(grand) / se
+    p = np.where(se > 0, 2 * stats.t.sf(t, df), np.where(grand == 0, 1.0, 0.0))
+    return CellTests(estimate=grand, se=se, df=df, p_value=p, run_var=v_run, case_var=case_part * n,
+                     res_var=ms_res, n_repeats=r, n_cases=n)
+
+
+def adjusted_ci(estimate: np.ndarray, se: np.ndarray, df: np.ndarray, level: float,
+                bounds: tuple[float, float] | None = DICE_RANGE) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided t interval at ``level``, clipped to ``bounds`` (the range a difference can take)."""
+    crit = stats.t.isf((1 - level) / 2, df)
+    low, high = estimate - crit * se, estimate + crit * se
+    if bounds is not None:
+        low, high = np.clip(low, *bounds), np.clip(high, *bounds)
+    return low, high
+
+
+def verdicts(estimate: np.ndarray, ci_low: np.ndarray, ci_high: np.ndarray, p_holm: np.ndarray, alpha: float,
+             margin: float, higher_is_better: bool = True) -> np.ndarray:
+    """``better``/``worse`` when Holm-significant (by the estimate's sign), else ``equivalent`` when the adjusted CI
+    lies inside ``[-margin, margin]`` (two one-sided tests, Schuirmann 1987), else ``inconclusive``."""
+    est = np.asarray(estimate, dtype=float)
+    good = (est > 0) == higher_is_better
+    inside = (np.asarray(ci_low) >= -margin) & (np.asarray(ci_high) <= margin)
+    return np.where(np.asarray(p_holm) < alpha, np.where(good, "better", "worse"),
+                    np.where(inside, "equivalent", "inconclusive"))
 
 
 def satterthwaite_df(terms: Sequence[tuple[float, float]]) -> float:
@@ -119,184 +174,240 @@ def _detectable(se: float, df: float, alpha: float, power: float = POWER) -> flo
     return float(optimize.brentq(short, 0.0, high, xtol=1e-9)) * se
 
 
-def _paired_matrix(models: np.ndarray, treatment: Mapping[object, int], control: Mapping[object, int]
-                   ) -> tuple[np.ndarray, list[str]]:
-    """Repeats x cases differences over the repeats both arms have and the cases every one of those models
-    scored (``models``: the case values of each model row; arms: repeat -> row); notes on what was dropped."""
-    shared = [r for r in treatment if r in control]
-    notes = []
-    unpaired = sorted(set(treatment).symmetric_difference(control), key=str)
-    if unpaired:
-        notes.append(f"repeats {unpaired} dropped (trained for one arm only)")
-    diff = np.array([models[treatment[r]] - models[control[r]] for r in shared]).reshape(len(shared), -1)
-    complete = np.isfinite(diff).all(axis=0)
-    if len(shared) and not complete.all():
-        notes.append(f"{int((~complete).sum())} cases dropped (missing, NaN or inf for some model)")
-    return diff[:, complete], notes
+def detectable_difference(se: float, df: float, level_alpha: float, bounds: tuple[float, float] | None = DICE_RANGE
+                          ) -> tuple[float, str]:
+    """``(mdd_80, "")`` or ``(NaN, reason)`` where it cannot be estimated or exceeds any possible difference."""
+    if not (math.isfinite(se) and se > 0):
+        return math.nan, "detectable difference not estimable: no variation between the paired differences"
+    mdd = _detectable(se, df, level_alpha)
+    if bounds is not None and mdd > bounds[1]:
+        return math.nan, (f"detectable difference not estimable: at df {df:.1f} even a difference of {bounds[1]:g} "
+                          "(the largest possible) has < 80% power")
+    return mdd, ""
 
 
-def _pooled(cells: Sequence[CellStats], value: str, df: str) -> tuple[float, int]:
-    """df-weighted mean of a mean square over the cells that have degrees of freedom for it."""
-    used = [(getattr(c, value), getattr(c, df)) for c in cells if getattr(c, df) > 0]
-    total = sum(d for _, d in used)
-    return (sum(v * d for v, d in used) / total if total else math.nan), total
+def equivalence_needs(row: Mapping, margin: float, level: float, power: float = POWER) -> str:
+    """What ``equivalent`` within ``+-margin`` would need at a true difference of 0, from this row's variance
+    components: repeats R at its number of test scans, or test scans at its R (normal approximation with the
+    adjusted level; at few repeats the t quantile makes it a little more)."""
+    if margin <= 0:
+        return "no equivalence margin declared"
+    r, n = int(row["n_repeats_paired"]), int(row["n_cases"])
+    res = float(row["res_var"])
+    run = max(0.0, float(row["run_var"]) - res / n)  # sigma_a^2
+    case = float(row["case_var"])  # sigma_g^2
+    target = (margin / (stats.norm.isf((1 - level) / 2) + stats.norm.isf((1 - power) / 2))) ** 2
+
+    def variance(rr: float, nn: float) -> float:
+        return run / rr + case / nn + res / (rr * nn)
+
+    if variance(r, n) <= target:
+        return f"this design can show equivalence within +-{margin:g} at a true difference of 0"
+    left = target - case / n
+    need_r = math.ceil((run + res / n) / left) if left > 0 else None
+    left = target - run / r
+    need_n = math.ceil((case + res / r) / left) if left > 0 else None
+    parts = [f"R >= {need_r} repeats with {n} test scans" if need_r else f"more than {n} test scans whatever R (at "
+             f"{n} the case term alone exceeds the margin)", f">= {need_n} test scans at R = {r}" if need_n else
+             f"more than R = {r} repeats whatever the test scans (at R = {r} the between-model term alone exceeds "
+             "the margin)"]
+    return f"equivalent within +-{margin:g} (80% at a true 0) would need " + " or ".join(parts)
 
 
-def _cell_variance(cell: CellStats, pooled_run: tuple[float, int], pooled_res: tuple[float, int],
-                   min_repeats: int) -> tuple[float, float, float, float, bool]:
-    """``(var of the estimate, its df, run part, case part, pooled?)``.
-
-    var = v_run / R + max(0, v_case - ms_res / R) / n: the between-model part of the mean difference plus the
-    case x arm part (a case that one arm segments differently in every repeat is not a new case per repeat).
-    """
-    pool = cell.n_repeats < min_repeats or cell.df_run == 0
-    v_run, df_run = pooled_run if pool else (cell.v_run, cell.df_run)
-    ms_res, df_res = (cell.ms_res, cell.df_res) if cell.df_res > 0 else pooled_res
-    r, n = cell.n_repeats, cell.n_cases
-    run_part = v_run / r
-    case_part = max(0.0, cell.v_case - ms_res / r) / n
-    if case_part > 0:
-        df = satterthwaite_df([(run_part, df_run), (cell.v_case / n, n - 1), (-ms_res / (r * n), df_res)])
-    else:
-        df = float(df_run)
-    return run_part + case_part, df, v_run, case_part * n, pool
-
-
-def _verdict(row: Mapping, alpha: float, margin: float, higher_is_better: bool) -> str:
-    if row["p_holm"] < alpha:
-        return "better" if (row["estimate"] > 0) == higher_is_better else "worse"
-    if -margin <= row["ci_low_adj"] and row["ci_high_adj"] <= margin:
-        return "equivalent"
-    return "inconclusive"
-
+# --- The report's analysis over a long table ---------------------------------------------------------------------
 
 def compare_arms(
     cases: pd.DataFrame, comparisons: Sequence[tuple[object, object]], *, value: str = "dice", alpha: float = 0.05,
-    margin: float = 0.03, higher_is_better: bool = True, min_repeats: int = 5,
-    sample_sizes: Sequence[object] | None = None, arm: str = ARM, size: str = SIZE, repeat: str = REPEAT,
-    case: str = CASE, detectable: bool = True,
+    margin: float = 0.03, higher_is_better: bool = True, sample_sizes: Sequence[object] | None = None,
+    primary_sizes: Sequence[object] | None = None, bounds: tuple[float, float] | None = DICE_RANGE,
+    arm: str = ARM, size: str = SIZE, repeat: str = REPEAT, case: str = CASE, detectable: bool = True,
 ) -> pd.DataFrame:
-    """Each declared ``(treatment, control)`` at each sample size: estimate, adjusted CI, p, Holm p, verdict.
+    """Each declared ``(treatment, control)``: its primary endpoint, then each sample size; estimate, adjusted CI,
+    p, Holm p, verdict.
 
     ``cases`` has one row per arm x sample size x repeat x case (one trained model = arm x size x repeat)
     with the metric in ``value``; repeats with the same label share their subset draw and seed across arms.
-    Sample sizes: ``sample_sizes``, else every size where either arm was trained.
+    Sample sizes: ``sample_sizes``, else every size where both arms were trained (where none, one skipped row
+    that says where each arm was trained).
 
-    Method (one analysis gives estimate, CI and p). At one sample size, the paired differences
-    ``d[r, c] = treatment - control`` over the R repeats both arms have and the n cases all those models
-    scored follow the crossed random-effects model ``d = delta + a_r + g_c + e_rc``: ``a_r`` the luck of
-    the two trained models of repeat r, ``g_c`` how differently the arms treat case c, ``e`` the rest.
-    The estimate is the mean of ``d``; its variance ``var(a)/R + var(g)/n + var(e)/(R n)`` is estimated by
-    the two-way ANOVA mean squares (variance components truncated at 0) and referred to a t distribution with
-    Satterthwaite (1946) degrees of freedom: the quasi-F treatment of two crossed random factors of Clark
-    (1973, "The language-as-fixed-effect fallacy"), with trained models in the role of subjects and test cases
-    in the role of items. When case effects are 0 this is the run-level t-test paired by repeat. A cell with
-    fewer than ``min_repeats`` paired repeats uses the between-model variance pooled over the comparison's
-    sample sizes (df-weighted; it assumes one between-model variance across sizes) and says so in ``method``.
-    p-values are Holm-adjusted (Holm 1979) over every comparison x size tested; ``ci_*_adj`` are
-    Bonferroni-adjusted (level ``1 - alpha/m``, simultaneous over the m tests), so a CI that excludes 0 implies
-    Holm significance (Holm can also reject where that CI touches 0; the verdict follows Holm).
-    ``verdict``: significant after Holm -> ``better``/``worse`` from the estimate's sign (``higher_is_better``);
-    else ``equivalent`` if the adjusted CI lies within ``[-margin, margin]`` (CI inclusion, i.e. two one-sided
-    tests, Schuirmann 1987); else ``inconclusive``. ``mdd_80``: the smallest |difference| this design, with
-    its estimated SE and df, detects with 80% power at the Bonferroni level. A comparison that cannot be
-    estimated (an arm missing, < 2 cases, no between-model variance anywhere) is a row with verdict
-    ``skipped`` and the reason in ``note``; it does not count in m.
+    Method (one analysis gives estimate, CI and p; :func:`cell_tests`). At one sample size, the paired differences
+    ``d[r, c] = treatment - control`` over the R repeats both arms have and the n cases all those models scored
+    follow the crossed random-effects model of Clark (1973, "The language-as-fixed-effect fallacy"), trained
+    models in the role of subjects and test cases in the role of items; when case effects are 0 this is the
+    run-level t-test paired by repeat. Each row uses only its own repeats: run-to-run variance shrinks as n grows,
+    so no variance is pooled over sizes, and a size with fewer than 2 paired repeats is skipped with the reason.
 
-    Calibrated by simulation (``benchmarks/inference_calibration.py``): no effect, run SD 0.02, rejects <= 5%
-    at the demo design (9 cases, R = 2, 3 sizes) and the full study's (14 cases, R = 5, 5 sizes).
+    Primary endpoint (pre-declared, ``primary_sizes``; none when None; only for a comparison whose arms were both
+    trained at every one of those sizes): per repeat and case, the difference
+    averaged over those sizes, analysed by the same model; its run variance is that of the per-repeat average,
+    estimated by the repeats themselves whatever the variance at each size. It uses the repeats that have both
+    arms at every primary size: a crashed run drops its repeat from the primary endpoint and only from the
+    sizes it is missing at, and ``note`` says so; the method never changes.
+
+    One family: the primary endpoints and every per-size row are Holm-adjusted together (Holm 1979); CIs are
+    Bonferroni (level ``1 - alpha/m``), clipped to ``bounds``. ``verdict``: :func:`verdicts`. ``mdd_80``: the
+    smallest |difference| the row's SE and df detect with 80% power at the Bonferroni level, NaN with the reason
+    in ``note`` where it cannot be estimated. ``equivalence_needs``: :func:`equivalence_needs`. A row that cannot
+    be estimated has verdict ``skipped`` and the reason in ``note``; it does not count in m.
+
+    Calibrated by simulation (``benchmarks/inference_calibration.py``, results in ``results_inference.md``).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if not margin >= 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
-    if min_repeats < 2:
-        raise ValueError(f"min_repeats must be >= 2 (a cell's own between-model variance needs 2 repeats), "
-                         f"got {min_repeats}")
     data = cases[[arm, size, repeat, case, value]]
     if data.duplicated([arm, size, repeat, case]).any():
         raise ValueError(f"cases has several rows per {arm} x {size} x {repeat} x {case}; one row per model and case")
     sizes = list(sample_sizes) if sample_sizes is not None else None
     rows = []
     for treatment, control in comparisons:
-        rows += _one_comparison(data, treatment, control, sizes, value, min_repeats, arm, size, repeat, case)
-    _adjust(rows, alpha, margin, higher_is_better, detectable)
+        rows += _one_comparison(data, treatment, control, sizes, primary_sizes, value, arm, size, repeat, case)
+    _adjust(rows, alpha, margin, higher_is_better, detectable, bounds)
     return pd.DataFrame(rows, columns=list(ARMS_COLUMNS))
 
 
-def _one_comparison(data: pd.DataFrame, treatment: object, control: object, sizes: list | None, value: str,
-                    min_repeats: int, arm: str, size: str, repeat: str, case: str) -> list[dict]:
-    """Rows (before adjustment) of one comparison at each of its sample sizes."""
+def _sort_key(v: object) -> tuple:
+    return (str(type(v)), v)
+
+
+def _one_comparison(data: pd.DataFrame, treatment: object, control: object, sizes: list | None,
+                    primary_sizes: Sequence[object] | None, value: str, arm: str, size: str, repeat: str,
+                    case: str) -> list[dict]:
+    """Rows (before adjustment): the primary endpoint where both arms were trained at all its sizes, then each
+    sample size."""
     mine = data[data[arm].isin([treatment, control])]
     wide = mine.set_index([size, arm, repeat, case])[value].unstack(case)
-    values = wide.to_numpy(dtype=float)
-    rows_of: dict[tuple, dict[object, int]] = {}
-    for i, (n, a, r) in enumerate(wide.index):
-        rows_of.setdefault((n, a), {})[r] = i
-    if sizes is None:
-        sizes = sorted({n for n, _ in rows_of}, key=lambda v: (str(type(v)), v))
-    cells: dict[object, CellStats] = {}
-    rows: dict[object, dict] = {}
+    models: dict[tuple, dict[object, np.ndarray]] = {}
+    for (n, a, r), values in zip(wide.index, wide.to_numpy(dtype=float)):
+        models.setdefault((n, a), {})[r] = values
+    trained = sorted({n for n, _ in models}, key=_sort_key)
+    both = [n for n in trained if (n, treatment) in models and (n, control) in models]
+    base = {"treatment": treatment, "control": control, "n_models_treatment": 0, "n_models_control": 0,
+            "n_repeats_paired": 0, "n_cases": 0, "method": "", "note": ""}
+    if sizes is None and not both:  # one row, not one per size of the arm that was trained
+        where = {a: [n for n in trained if (n, a) in models] for a in (treatment, control)}
+        return [{**base, "comparison": f"{treatment} vs {control}", "endpoint": PER_SIZE, "sample_size": math.nan,
+                 "sizes": "", "note": "skipped: no sample size where both arms were trained (" + "; ".join(
+                     f"{a!s} at n = {', '.join(map(str, v)) or 'none'}" for a, v in where.items()) + ")"}]
+    sizes = sizes if sizes is not None else both
+    out = []
+    primary = list(primary_sizes) if primary_sizes is not None else []
+    if primary and all((n, a) in models for n in primary for a in (treatment, control)):
+        out.append(_primary_row(models, treatment, control, primary, base))
     for n in sizes:
-        row = {"comparison": f"{treatment} vs {control} @ n={n}", "treatment": treatment, "control": control,
-               "sample_size": n, "n_models_treatment": 0, "n_models_control": 0, "n_repeats_paired": 0,
-               "n_cases": 0, "method": "", "note": ""}
-        rows[n] = row
-        missing = [a for a in (treatment, control) if (n, a) not in rows_of]
+        row = {**base, "comparison": f"{treatment} vs {control} @ n={n}", "endpoint": PER_SIZE, "sample_size": n,
+               "sizes": str(n)}
+        missing = [a for a in (treatment, control) if (n, a) not in models]
         if missing:
             row["note"] = f"skipped: no results for {', '.join(map(repr, missing))} at n={n}"
-            continue
-        t_rows, c_rows = rows_of[(n, treatment)], rows_of[(n, control)]
-        diff, notes = _paired_matrix(values, t_rows, c_rows)
-        row.update(n_models_treatment=len(t_rows), n_models_control=len(c_rows), n_repeats_paired=diff.shape[0],
-                   n_cases=diff.shape[1], note="; ".join(notes))
-        if diff.shape[0] == 0 or diff.shape[1] < 2:
-            row["note"] = "; ".join([*notes, f"skipped: {diff.shape[0]} paired repeats, {diff.shape[1]} cases "
-                                     "scored by all their models (needs >= 1 and >= 2)"])
-            continue
-        cells[n] = cell_stats(diff)
-    pooled_run = _pooled(list(cells.values()), "v_run", "df_run")
-    pooled_res = _pooled(list(cells.values()), "ms_res", "df_res")
-    donors = [n for n, c in cells.items() if c.df_run > 0]
-    for n, stat in cells.items():
-        if pooled_run[1] == 0:
-            rows[n]["note"] = "; ".join(filter(None, [rows[n]["note"], "skipped: no sample size of this comparison "
-                                                      "has 2 paired repeats to estimate the between-model variance"]))
-            continue
-        rows[n].update(_cell_result(stat, pooled_run, pooled_res, donors, min_repeats))
-    return list(rows.values())
+        else:
+            t_models, c_models = models[(n, treatment)], models[(n, control)]
+            row.update(n_models_treatment=len(t_models), n_models_control=len(c_models))
+            shared = [r for r in t_models if r in c_models]
+            unpaired = sorted(set(t_models).symmetric_difference(c_models), key=str)
+            notes = [f"repeats {unpaired} dropped at n={n} (a run missing or crashed in one arm)"] if unpaired else []
+            diff = np.array([t_models[r] - c_models[r] for r in shared]).reshape(len(shared), -1)
+            row.update(_cell_row(diff, notes))
+        out.append(row)
+    return out
 
 
-def _cell_result(stat: CellStats, pooled_run: tuple[float, int], pooled_res: tuple[float, int], donors: list,
-                 min_repeats: int) -> dict:
-    """Estimate, SE, df, two-sided p and the method text of one cell."""
-    var, df, v_run, case_var, pooled = _cell_variance(stat, pooled_run, pooled_res, min_repeats)
-    se = math.sqrt(var)
-    if se > 0:
-        p = float(2 * stats.t.sf(abs(stat.estimate) / se, df))
-    else:  # every difference identical: no variation left to test against
-        p = 1.0 if stat.estimate == 0 else 0.0
-    method = (f"paired by repeat; trained models and cases crossed random (Clark 1973); t, Satterthwaite df "
-              f"{df:.1f}; Holm p; Bonferroni CI")
-    if pooled and len(donors) > 1:
-        method += (f"; between-model variance pooled over n = {', '.join(map(str, donors))} (df {pooled_run[1]}), "
-                   f"as this cell has R = {stat.n_repeats} < {min_repeats}")
-    elif pooled:
-        method += f"; between-model variance from R = {stat.n_repeats} only (df {pooled_run[1]}): no other size to pool"
-    return {"estimate": stat.estimate, "se": se, "df": df, "p_value": p, "run_var": v_run, "case_var": case_var,
-            "method": method}
+def _primary_row(models: Mapping, treatment: object, control: object, primary: list, base: dict) -> dict:
+    """The pre-declared primary endpoint: per repeat and case, the difference averaged over ``primary`` sizes."""
+    repeats = [set(models[(n, a)]) for n in primary for a in (treatment, control)]
+    shared = sorted(set.intersection(*repeats), key=str)
+    dropped = sorted(set.union(*repeats) - set(shared), key=str)
+    notes = [f"repeats {dropped} dropped from the primary endpoint (a run missing or crashed at some size)"] \
+        if dropped else []
+    per_size = [np.array([models[(n, treatment)][r] - models[(n, control)][r] for r in shared])
+                .reshape(len(shared), -1) for n in primary]
+    diff = np.mean(per_size, axis=0) if len({d.shape for d in per_size}) == 1 else np.empty((0, 0))
+    label = ", ".join(map(str, primary))
+    row = {**base, "comparison": f"{treatment} vs {control}, mean over n = {label}", "endpoint": PRIMARY,
+           "sample_size": math.nan, "sizes": label,
+           "n_models_treatment": sum(len(models[(n, treatment)]) for n in primary),
+           "n_models_control": sum(len(models[(n, control)]) for n in primary)}
+    row.update(_cell_row(diff, notes))
+    return row
 
 
-def _adjust(rows: list[dict], alpha: float, margin: float, higher_is_better: bool, detectable: bool) -> None:
-    """Fill in Holm p, Bonferroni CIs, verdicts and detectable differences over the tested rows (in place)."""
+def _cell_row(diff: np.ndarray, notes: list[str]) -> dict:
+    """Estimate, SE, df, two-sided p and the method text of one row, or the reason it is skipped."""
+    complete = np.isfinite(diff).all(axis=0) if diff.size else np.zeros(diff.shape[1] if diff.ndim == 2 else 0, bool)
+    if diff.shape[0] and not complete.all():
+        notes = [*notes, f"{int((~complete).sum())} cases dropped (missing, NaN or inf for some model)"]
+    diff = diff[:, complete] if diff.ndim == 2 else diff
+    r, n = diff.shape if diff.ndim == 2 else (0, 0)
+    out = {"n_repeats_paired": r, "n_cases": n}
+    if r < 2 or n < 2:
+        reason = ("the between-model variance needs >= 2 paired repeats" if r < 2 else
+                  "needs >= 2 cases scored by all its models")
+        return {**out, "note": "; ".join([*notes, f"skipped: {r} paired repeats, {n} cases ({reason}; nothing "
+                                          "is pooled from other sizes)"])}
+    res = cell_tests(diff)
+    df = float(res.df)
+    method = (f"paired by repeat; trained models and cases crossed random (Clark 1973), this row's own {r} repeats; "
+              + (f"t, Satterthwaite df {df:.1f} (floor {min(r - 1, n - 1)})" if r >= SATTERTHWAITE_MIN_REPEATS else
+               f"t, df {df:.0f} (R - 1: too few repeats for Satterthwaite)") + "; Holm p; Bonferroni CI")
+    return {**out, "estimate": float(res.estimate), "se": float(res.se), "df": df, "p_value": float(res.p_value),
+            "run_var": float(res.run_var), "case_var": float(res.case_var), "res_var": float(res.res_var),
+            "method": method, "note": "; ".join(notes)}
+
+
+def _adjust(rows: list[dict], alpha: float, margin: float, higher_is_better: bool, detectable: bool,
+            bounds: tuple[float, float] | None) -> None:
+    """Fill in Holm p, adjusted CIs, verdicts, detectable differences and equivalence needs (in place)."""
     tested = [r for r in rows if "p_value" in r]
-    m = len(tested)
-    level = alpha / m if m else math.nan
-    for row, p_holm in zip(tested, holm([r["p_value"] for r in tested])):
-        crit = float(stats.t.isf(level / 2, row["df"]))
-        row.update(p_holm=float(p_holm), ci_level_adj=1 - level, ci_low_adj=row["estimate"] - crit * row["se"],
-                   ci_high_adj=row["estimate"] + crit * row["se"],
-                   mdd_80=_detectable(row["se"], row["df"], level) if detectable else math.nan)
-        row["verdict"] = _verdict(row, alpha, margin, higher_is_better)
+    if tested:
+        arrays = {k: np.array([[r[k] for r in tested]], dtype=float) for k in ("estimate", "se", "df", "p_value")}
+        primary = np.array([r["endpoint"] == PRIMARY for r in tested])
+        fam = family_verdicts(**arrays, primary=primary, alpha=alpha, margin=margin,
+                              higher_is_better=higher_is_better, bounds=bounds)
+        for i, row in enumerate(tested):
+            row.update(p_holm=float(fam["p_holm"][0, i]), ci_level_adj=float(fam["level"][i]),
+                       ci_low_adj=float(fam["ci_low"][0, i]), ci_high_adj=float(fam["ci_high"][0, i]),
+                       verdict=str(fam["verdict"][0, i]))
+            if row["endpoint"] == PER_SIZE and primary.any() and not fam["gate_open"][0]:
+                row["note"] = "; ".join(filter(None, [row["note"], "not tested for a difference: the primary "
+                                                      "endpoint(s) not all significant (serial gatekeeping)"]))
+            row["equivalence_needs"] = equivalence_needs(row, margin, row["ci_level_adj"])
+            if detectable:
+                row["mdd_80"], why = detectable_difference(row["se"], row["df"], 1 - row["ci_level_adj"], bounds)
+                if why:
+                    row["note"] = "; ".join(filter(None, [row["note"], why]))
     for row in rows:
         row.setdefault("verdict", SKIPPED)
+
+
+def family_verdicts(estimate: np.ndarray, se: np.ndarray, df: np.ndarray, p_value: np.ndarray, primary: np.ndarray,
+                    alpha: float, margin: float, higher_is_better: bool = True,
+                    bounds: tuple[float, float] | None = DICE_RANGE) -> dict[str, np.ndarray]:
+    """Verdicts of every study's rows (arrays ``(studies, rows)``; ``primary``: which rows are primary endpoints;
+    a NaN p is a skipped row, not counted).
+
+    Serial gatekeeping (Dmitrienko & Tamhane 2007), which holds the family-wise error at ``alpha``: the primary
+    endpoints are Holm-adjusted among themselves at ``alpha`` with Bonferroni CIs (level ``1 - alpha/m1``); the
+    per-size rows are Holm-adjusted among themselves, CIs at ``1 - alpha/m2``, and may be called ``better`` or
+    ``worse`` only when every primary endpoint was. ``equivalent`` needs the row's adjusted CI inside the margin.
+    Without primary rows the per-size rows are the one family. Returns ``p_holm``, ``ci_low``, ``ci_high``,
+    ``level`` (per row), ``verdict`` and ``gate_open`` (per study).
+    """
+    p = np.asarray(p_value, dtype=float)
+    primary = np.asarray(primary, dtype=bool)
+    p_holm = np.full(p.shape, math.nan)
+    level = np.full(p.shape[-1], math.nan)
+    for part in (primary, ~primary):
+        if part.any():
+            p_holm[..., part] = holm(p[..., part])
+            m = max(int(np.sum(~np.isnan(p[0, part]))), 1)
+            level[part] = 1 - alpha / m
+    low, high = adjusted_ci(np.asarray(estimate, dtype=float), np.asarray(se, dtype=float),
+                            np.asarray(df, dtype=float), level, bounds)
+    gate_open = np.all((p_holm < alpha) | ~primary | np.isnan(p), axis=-1) if primary.any() else \
+        np.ones(p.shape[:-1], dtype=bool)
+    significant = (p_holm < alpha) & (primary | gate_open[..., None])
+    verdict = verdicts(estimate, low, high, np.where(significant, 0.0, 1.0), alpha, margin, higher_is_better)
+    verdict = np.where(np.isnan(p), SKIPPED, verdict)
+    return {"p_holm": p_holm, "ci_low": low, "ci_high": high, "level": level, "verdict": verdict,
+            "gate_open": gate_open}

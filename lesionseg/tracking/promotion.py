@@ -1,11 +1,14 @@
 """Challenger vs champion on new animals (an acceptance dataset, never the test split), then (maybe) move
 ``@champion``.
 
-Order of work: refuse data that either model trained or was selected on, refuse (before scoring) a cohort too
-small for the rule to ever pass (the one-sided paired Wilcoxon's smallest p is 1/2^n with n lesion scans), score both in native
-space with the named metrics, decide (a check that cannot be computed is "not assessed" and blocks promotion),
-write the comparison artifact and the promotion log, tag the versions, and only then move the alias, so any
-failure before the last step leaves the registry's aliases as they were.
+Order of work: refuse data that either model trained or was selected on, refuse a cohort already looked at
+``promote.max_looks`` times (the looks are counted in a tag of the registered model, keyed by the cohort's hash;
+each look is tested at ``alpha / max_looks``, so all looks at one cohort together promote an equal model with
+probability <= alpha), refuse (before scoring) a cohort too small for the rule to ever pass (the one-sided
+paired Wilcoxon's smallest p is 1/2^n with n lesion scans), score both in native space with the named metrics,
+count the look, decide (a check that cannot be computed is "not assessed" and blocks promotion), write the
+comparison artifact and the promotion log, tag the versions, and only then move the alias, so any failure before
+the last step leaves the registry's aliases as they were.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from scipy.stats import wilcoxon
+from scipy.stats import rankdata
 
 from lesionseg.config import PromoteConfig
 from lesionseg.data.dataset import GROUPS, lesion_volume_mm3, read_cases
@@ -105,11 +108,41 @@ def lesion_scans_needed(alpha: float) -> int:
     return math.floor(math.log2(1 / alpha)) + 1
 
 
+LOOKS_TAG = "acceptance_looks_"  # + the cohort's data hash: decisions made on that cohort (dry runs included)
+
+
+def look_alpha(rule: PromoteConfig) -> float:
+    """The level of one look: ``alpha / max_looks`` (Bonferroni over the looks a cohort allows)."""
+    return rule.alpha / int(rule.max_looks)
+
+
+def looks_taken(client: MlflowClient, name: str, data_hash: str) -> int:
+    """How many decisions the registered model ``name`` has made on the cohort with ``data_hash``."""
+    return int(client.get_registered_model(name).tags.get(LOOKS_TAG + data_hash, 0))
+
+
+def refuse_spent_cohort(looks: int, rule: PromoteConfig, data_dir: Path) -> None:
+    """One-line :class:`DataError` when the cohort has had its ``max_looks`` decisions."""
+    if looks >= int(rule.max_looks):
+        raise DataError(f"{data_dir}: this acceptance cohort has been used for {looks} promotion decisions "
+                        f"(promote.max_looks {rule.max_looks}); bring a fresh cohort of new animals")
+
+
+def count_look(client: MlflowClient, name: str, data_hash: str, looks: int) -> None:
+    """Record one more decision on the cohort (a registered-model tag, seen by every client of the registry)."""
+    try:
+        client.set_registered_model_tag(name, LOOKS_TAG + data_hash, str(looks + 1))
+    except MlflowException as err:
+        raise TrackingError(f"promote: cannot count this look at the acceptance cohort on '{name}' ({err.error_code});"
+                            " a look needs EDIT on the registered model: ask its maintainer") from None
+
+
 def refuse_small_cohort(n_lesion: int, alpha: float, data_dir: Path) -> None:
     """One-line :class:`DataError` when no candidate could pass ``p < alpha`` on ``n_lesion`` lesion scans."""
     needed = lesion_scans_needed(alpha) if alpha <= 1 else 0
     if n_lesion < needed:
-        raise DataError(f"{data_dir}: {needed} lesion scans needed at promote.alpha {alpha}; the acceptance cohort "
+        raise DataError(f"{data_dir}: {needed} lesion scans needed at a level of {alpha:.4g} (promote.alpha / "
+                        f"promote.max_looks); the acceptance cohort "
                         f"has {n_lesion} (smallest one-sided Wilcoxon p = {smallest_wilcoxon_p(n_lesion):.4g}); "
                         "add lesion scans from new animals")
 
@@ -148,15 +181,20 @@ def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: Promote
     lesion = table[table["group"] == "MCAo"]
     gain = ours["dice_lesion"] - theirs["dice_lesion"]
     cand, champ = lesion["dice_candidate"].to_numpy(dtype=float), lesion["dice_champion"].to_numpy(dtype=float)
-    p_value = _one_sided_wilcoxon(cand, champ)
+    p_value = exact_wilcoxon_greater(cand - champ)
     untied = int(np.sum(~np.isclose(cand, champ)))
+    level = look_alpha(rule)
+    worst = float(np.min(cand - champ)) if len(cand) else math.nan
+    worst_case = str(lesion["case_id"].iloc[int(np.argmin(cand - champ))]) if len(cand) else ""
     hd95_change = ours["hd95_mm"] - theirs["hd95_mm"]
     fp_change = ours["sham_fp_rate"] - theirs["sham_fp_rate"]
     checks = [
         _check(gain, gain > rule.min_dice_gain, f"dice_lesion gain {gain:+.3f} (needs > {rule.min_dice_gain})"),
-        _check(p_value, p_value < rule.alpha, f"one-sided paired Wilcoxon over lesion scans p = {p_value:.3g} "
-               f"(needs < {rule.alpha}; smallest possible with {untied} untied pairs: "
-               f"{smallest_wilcoxon_p(untied):.3g})"),
+        _check(p_value, p_value < level, f"one-sided exact paired Wilcoxon over lesion scans p = {p_value:.3g} "
+               f"(needs < {level:.4g} = promote.alpha / promote.max_looks; smallest possible with {untied} untied "
+               f"pairs: {smallest_wilcoxon_p(untied):.3g})"),
+        _check(worst, worst >= -rule.max_case_drop, f"largest Dice drop on one lesion scan {worst:+.3f} "
+               f"({worst_case}; needs >= -promote.max_case_drop {rule.max_case_drop})"),
         _check(hd95_change, hd95_change <= rule.hd95_margin_mm,
                f"hd95_mm change {hd95_change:+.2f} mm (needs <= {rule.hd95_margin_mm})"),
         _check(fp_change, not fp_change > 0, f"sham_fp_rate change {fp_change:+.2f} (needs <= 0)"),
@@ -168,11 +206,28 @@ def decide(candidate: pd.DataFrame, champion: pd.DataFrame | None, rule: Promote
                     champion_version, summary), table.set_index("case_id")
 
 
-def _one_sided_wilcoxon(candidate: np.ndarray, champion: np.ndarray) -> float:
-    """p-value that the candidate's per-case Dice is greater (1.0 when every pair is tied or none exist)."""
-    if len(candidate) == 0 or np.allclose(candidate, champion):
+def exact_wilcoxon_greater(diff: np.ndarray) -> float:
+    """Exact one-sided p of the paired Wilcoxon signed-rank test that ``diff`` (candidate - champion) is > 0.
+
+    Zero differences are dropped (Wilcoxon's convention), tied |differences| get mid-ranks, and the null
+    distribution of the positive-rank sum is the exact one given those ranks: every sign pattern equally likely,
+    counted by dynamic programming over the (doubled, integer) ranks. Written out so that the test is exact whatever
+    scipy is installed (before scipy 1.15 a tie switched ``wilcoxon`` to the normal approximation: p = 0.034 for 4
+    positive pairs, below the exact smallest p of 1/16). 1.0 when no pair differs.
+    """
+    d = np.asarray(diff, dtype=float)
+    d = d[~np.isclose(d, 0.0)]
+    if d.size == 0:
         return 1.0
-    return float(wilcoxon(candidate, champion, alternative="greater", zero_method="wilcox").pvalue)
+    ranks = np.rint(2 * rankdata(np.abs(d))).astype(int)  # mid-ranks are multiples of 1/2
+    observed = int(ranks[d > 0].sum())
+    dist = np.zeros(int(ranks.sum()) + 1)
+    dist[0] = 1.0
+    for r in ranks:  # each rank joins the positive sum with probability 1/2
+        shifted = np.zeros_like(dist)
+        shifted[r:] = dist[:-r]
+        dist = 0.5 * (dist + shifted)
+    return float(min(1.0, dist[observed:].sum()))
 
 
 def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path, *, log_path: str | Path,
@@ -196,32 +251,28 @@ def promote(name: str, candidate: str, rule: PromoteConfig, data_dir: str | Path
     versions = [v for v in (candidate_version, champion_version) if v]
     segmenters = {v: load_segmenter(f"models:/{name}/{v}") for v in versions}
     refuse_seen_data(name, versions, data_dir, segmenters[candidate_version])
-    if champion_version is not None:  # before scoring: can this cohort ever show the candidate is better?
-        refuse_small_cohort(count_lesion_scans(data_dir), rule.alpha, data_dir)
+    data_hash = data_fingerprint(data_dir)
+    looks = looks_taken(client, name, data_hash)
+    if champion_version is not None:  # before scoring: may this cohort still be used, and can it ever pass?
+        refuse_spent_cohort(looks, rule, data_dir)
+        refuse_small_cohort(count_lesion_scans(data_dir), look_alpha(rule), data_dir)
+        count_look(client, name, data_hash, looks)  # before scoring; a dry run is a look too: its result is seen
     case_ids = [r.case_id for r in read_cases(data_dir)]
     tables = {v: score_scans(seg, data_dir, case_ids)[0] for v, seg in segmenters.items()}
     decision, table = decide(tables[candidate_version], tables.get(champion_version), rule, candidate_version,
                              champion_version)
     if not dry_run:
-        _record(client, name, decision, table, rule, Path(log_path), data_dir)
+        _record(client, name, decision, table, rule, Path(log_path), data_dir, data_hash, looks)
         if decision.promote:
             client.set_registered_model_alias(name, CHAMPION, candidate_version)  # the last step, on purpose
     return decision, table
 
 
-def _earlier_looks(log_path: Path, data_hash: str) -> int:
-    if not log_path.exists():
-        return 0
-    return sum(json.loads(line).get("data_hash") == data_hash for line in log_path.read_text().splitlines() if line)
-
-
 def _record(client: MlflowClient, name: str, decision: Decision, table: pd.DataFrame, rule: PromoteConfig,
-            log_path: Path, data_dir: Path) -> None:
+            log_path: Path, data_dir: Path, data_hash: str, looks: int) -> None:
     """Artifact on the candidate's run, a line in the promotion log (with the data's hash and how many earlier
-    promotions used the same data), tags on the versions."""
+    decisions used the same data, from the registry's count), tags on the versions."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    data_hash = data_fingerprint(data_dir)
-    looks = _earlier_looks(log_path, data_hash)
     run_id = client.get_model_version(name, decision.candidate_version).run_id
     against = f"v{decision.champion_version}" if decision.champion_version else "none"
     stem = f"promotion/v{decision.candidate_version}_vs_{against}"

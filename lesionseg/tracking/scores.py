@@ -21,7 +21,8 @@ from lesionseg.tracking.registry import CHALLENGER, set_alias
 if TYPE_CHECKING:
     import pandas as pd
 
-HEADLINE = ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "volume_error_mm3")
+HEADLINE = ("dice_lesion", "sham_fp_rate", "detection_rate", "hd95_mm", "volume_bias_mm3", "volume_icc",
+            "sham_fp_volume_mm3")  # metrics/test.json and registry tags: volume_* per model, lesion scans only
 
 
 def log_test_results(run: Mapping, summary: Mapping, artifacts: Sequence[Path]) -> dict[str, float]:
@@ -35,7 +36,7 @@ def log_test_results(run: Mapping, summary: Mapping, artifacts: Sequence[Path]) 
     for path in artifacts:
         if Path(path).is_dir():
             client.log_artifacts(run["run_id"], str(path), artifact_path=f"evaluation/{Path(path).name}")
-        else:
+        elif Path(path).exists():  # e.g. no overlay folder when none was asked for
             client.log_artifact(run["run_id"], str(path), artifact_path="evaluation")
     if run.get("version"):
         for key in HEADLINE:
