@@ -49,3 +49,11 @@ def test_the_same_text_from_another_package_still_shows(shown):
 def test_mlflow_info_lines_are_lowered_but_its_warnings_kept(shown):
     store = logging.getLogger("mlflow.store.db.utils")
     assert not store.isEnabledFor(logging.INFO) and store.isEnabledFor(logging.WARNING)
+
+
+def test_the_cloudpickle_log_line_is_dropped_and_other_pyfunc_lines_kept(shown, caplog):
+    logger = logging.getLogger("mlflow.pyfunc")
+    with caplog.at_level(logging.WARNING, logger="mlflow.pyfunc"):
+        logger.warning("Passing a Python object as `python_model` causes it to be serialized using CloudPickle")
+        logger.warning("something else about the model")
+    assert [r.getMessage() for r in caplog.records] == ["something else about the model"]

@@ -29,10 +29,20 @@ NO_ACTION_WARNINGS = (
                     "our pyfunc validates its own input (tracking/pyfunc.py)"),
     NoActionWarning("dataset source can be interpreted in multiple ways", UserWarning, "mlflow",
                     "a local manifest is a local artifact source; MLflow picks it right"),
-    NoActionWarning("Saving pytorch model by Pickle", UserWarning, "mlflow",
-                    "the bare network is logged as a pickle on purpose (torch.export fixes the input shape)"),
 )
 CHATTY_LOGGERS = ("mlflow.store.db.utils", "mlflow.system_metrics", "alembic.runtime.migration")
+# logged (not warned) by MLflow on every pyfunc it saves: our PythonModel is a small class in this package, and
+# the registered model is loaded by the project's own code
+NO_ACTION_LOG_LINES = {"mlflow.pyfunc": "Passing a Python object as `python_model` causes it to be serialized"}
+
+
+class _DropLine(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def is_no_action(message: Warning | str, category: type[Warning], filename: str) -> bool:
@@ -43,10 +53,14 @@ def is_no_action(message: Warning | str, category: type[Warning], filename: str)
 
 
 def quiet_library_warnings() -> None:
-    """Hide :data:`NO_ACTION_WARNINGS` and MLflow's INFO lines in this process; every other warning still
-    shows. Idempotent; call it where a stage or command starts."""
+    """Hide :data:`NO_ACTION_WARNINGS`, :data:`NO_ACTION_LOG_LINES` and MLflow's INFO lines in this process;
+    every other warning and log line still shows. Idempotent; call it where a stage or command starts."""
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name, text in NO_ACTION_LOG_LINES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLine) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropLine(text))
     show = warnings.showwarning
     if getattr(show, "lesionseg_quiet", False):
         return
