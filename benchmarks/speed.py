@@ -194,16 +194,22 @@ def _fit_dice(spec, amp: bool) -> dict[str, float]:
             "seconds": time.perf_counter() - start, "steps": state.step}
 
 
-def dice_by_precision(project: Path, repeats: int = 3, pretrain_epochs: int = 4, cell_epochs: int = 3
-                      ) -> dict[str, list[dict[str, float]]]:
-    """Validation Dice of rat pretraining and of the scratch n=16 cell, fp32 vs bf16, seeds 0..R-1, interleaved."""
+def dice_by_precision(project: Path, repeats: int = 3, pretrain_epochs: int = 2, cell_epochs: int = 2,
+                      threads: int = 1) -> dict[str, list[dict[str, float]]]:
+    """Validation Dice of rat pretraining and of the scratch n=16 cell, fp32 vs bf16, seeds 0..R-1, interleaved.
+
+    The budgets are cut to ``pretrain_epochs`` and ``cell_epochs`` epochs (of the demo's 40 and 10) and one thread
+    per run, so that R = 3 fits on a shared 2-core machine: the question is whether bf16 moves the answer by more
+    than a different seed does, at the same point of training."""
     from lesionseg.config import load_config
     from lesionseg.layout import Layout
     from lesionseg.training.spec import finetune_spec, pretrain_spec
 
     cfg, layout = load_config(project / "params.yaml"), Layout.at(project)
-    pre_train = dataclasses.replace(cfg.train_for("pretrain"), epochs=pretrain_epochs, patience_steps=10**6)
-    cell_train = dataclasses.replace(cfg.train_for("finetune"), epochs=cell_epochs, patience_steps=10**6)
+    pre_train = dataclasses.replace(cfg.train_for("pretrain"), epochs=pretrain_epochs, patience_steps=10**6,
+                                    num_threads=threads)
+    cell_train = dataclasses.replace(cfg.train_for("finetune"), epochs=cell_epochs, patience_steps=10**6,
+                                     num_threads=threads)
     rows: dict[str, list[dict[str, float]]] = {}
     for r in range(repeats):
         pre = pretrain_spec("ratlesnetv2", cfg.networks.of("ratlesnetv2"),
@@ -239,16 +245,20 @@ def _dice_table(rows: dict[str, list[dict[str, float]]]) -> list[str]:
     return lines
 
 
-def convergence(project: Path, sizes=(4, 8, 16), epochs: int = 30, repeat: int = 0) -> dict[int, dict]:
+def convergence(project: Path, sizes=(4, 8, 16), epochs: int = 30, repeat: int = 0, threads: int = 1
+                ) -> dict[int, dict]:
     """Scratch at each size with a long budget (bf16 where native): its validation curve, and the first budget
-    (a multiple of an epoch) at which the project's rule (fit.converged) holds on the curve so far."""
+    (a multiple of an epoch) at which the project's rule (fit.converged) holds on the curve so far.
+
+    An approximation: a run with a shorter budget decays its poly learning rate sooner than this run's prefix
+    does, so it would plateau no later; the figure is an upper bound of the budget scratch needs."""
     from lesionseg.config import load_config
     from lesionseg.layout import Layout
     from lesionseg.training.fit import converged
     from lesionseg.training.spec import finetune_spec
 
     cfg, layout = load_config(project / "params.yaml"), Layout.at(project)
-    train = dataclasses.replace(cfg.train_for("finetune"), epochs=epochs, patience_steps=10**6)
+    train = dataclasses.replace(cfg.train_for("finetune"), epochs=epochs, patience_steps=10**6, num_threads=threads)
     out = {}
     for n in sizes:
         spec = finetune_spec("ratlesnetv2", "scratch", n, "noaug", network=cfg.networks.of("ratlesnetv2"),
@@ -317,6 +327,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=["steps", "profile", "dice"],
                         choices=["steps", "profile", "dice", "convergence"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16], help="convergence: sample sizes")
+    parser.add_argument("--epochs", type=int, default=30, help="convergence: epochs of the long run")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("speed_raw.json"))
     args = parser.parse_args()
     if args.render:
@@ -341,7 +353,7 @@ def main() -> None:
         results["dice"] = rows
         print("\n".join(_dice_table(rows)), flush=True)
     if "convergence" in args.only:
-        results["convergence"] = convergence(args.project)
+        results["convergence"] = convergence(args.project, sizes=args.sizes, epochs=args.epochs)
     results["load_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1, default=str))
 
