@@ -195,7 +195,7 @@ def _fit_dice(spec, amp: bool) -> dict[str, float]:
 
 
 def dice_by_precision(project: Path, repeats: int = 3, pretrain_epochs: int = 2, cell_epochs: int = 2,
-                      threads: int = 1) -> dict[str, list[dict[str, float]]]:
+                      threads: int = 1, first_repeat: int = 0) -> dict[str, list[dict[str, float]]]:
     """Validation Dice of rat pretraining and of the scratch n=16 cell, fp32 vs bf16, seeds 0..R-1, interleaved.
 
     The budgets are cut to ``pretrain_epochs`` and ``cell_epochs`` epochs (of the demo's 40 and 10) and one thread
@@ -211,7 +211,7 @@ def dice_by_precision(project: Path, repeats: int = 3, pretrain_epochs: int = 2,
     cell_train = dataclasses.replace(cfg.train_for("finetune"), epochs=cell_epochs, patience_steps=10**6,
                                      num_threads=threads)
     rows: dict[str, list[dict[str, float]]] = {}
-    for r in range(repeats):
+    for r in range(first_repeat, first_repeat + repeats):
         pre = pretrain_spec("ratlesnetv2", cfg.networks.of("ratlesnetv2"),
                             dataclasses.replace(pre_train, seed=pre_train.seed + r), cfg.pretrain,
                             cfg.data.role("source"), layout)
@@ -237,24 +237,60 @@ def _dice_table(rows: dict[str, list[dict[str, float]]]) -> list[str]:
                      f"| {statistics.median(x['seconds'] for x in runs):.0f} |")
     for kind in ("pretrain", "cell"):
         fp32, bf16 = rows.get(f"{kind} fp32"), rows.get(f"{kind} bf16")
-        if fp32 and bf16:
-            paired = [b["best_val_dice_ema"] - f["best_val_dice_ema"] for f, b in zip(fp32, bf16)]
-            spread = statistics.stdev([x["best_val_dice_ema"] for x in fp32]) if len(fp32) > 1 else float("nan")
-            lines.append(f"\n{kind}: bf16 - fp32 per repeat (same seed) {', '.join(f'{d:+.3f}' for d in paired)}; "
-                         f"mean {statistics.mean(paired):+.3f}; fp32 run-to-run SD {spread:.3f}")
+        if not (fp32 and bf16):
+            continue
+        for key in ("best_val_dice_ema", "last_val_dice"):
+            paired = [b[key] - f[key] for f, b in zip(fp32, bf16)]
+            spread = statistics.stdev([x[key] for x in fp32]) if len(fp32) > 1 else float("nan")
+            lines.append(f"\n{kind}, {key}: bf16 - fp32 per repeat (same seed) "
+                         f"{', '.join(f'{d:+.3f}' for d in paired)}; mean {statistics.mean(paired):+.3f}; "
+                         f"fp32 run-to-run SD {spread:.3f}")
     return lines
+
+
+def validation_by_precision(project: Path, epochs: int = 2, threads: int = 1) -> dict[str, dict[str, float]]:
+    """The same trained model's validation Dice evaluated in fp32 and in bf16 (rat pretraining, seed 0, trained
+    once in each precision): does the inference path alone move the score?"""
+    import tempfile
+
+    import torch
+
+    from lesionseg.config import load_config
+    from lesionseg.layout import Layout
+    from lesionseg.training.engine import build_loss, evaluate
+    from lesionseg.training.fit import fit
+    from lesionseg.training.setup import setup_training
+    from lesionseg.training.spec import pretrain_spec
+
+    cfg, layout = load_config(project / "params.yaml"), Layout.at(project)
+    out = {}
+    for amp in (True, False):
+        train = dataclasses.replace(cfg.train_for("pretrain"), epochs=epochs, patience_steps=10**6,
+                                    num_threads=threads, amp=amp)
+        spec = pretrain_spec("ratlesnetv2", cfg.networks.of("ratlesnetv2"), train, cfg.pretrain,
+                             cfg.data.role("source"), layout)
+        setup = setup_training(spec)
+        with tempfile.TemporaryDirectory() as tmp:
+            fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train, tmp,
+                roi_size=setup.roi_size, progress=False)
+        out["bf16" if amp else "fp32"] = {
+            name: evaluate(setup.model, setup.val_items, setup.roi_size, torch.device("cpu"), amp=val_amp)["val_dice"]
+            for name, val_amp in (("fp32", False), ("bf16", True))}
+    return out
 
 
 def convergence(project: Path, sizes=(4, 8, 16), epochs: int = 30, repeat: int = 0, threads: int = 1
                 ) -> dict[int, dict]:
-    """Scratch at each size with a long budget (bf16 where native): its validation curve, and the first budget
-    (a multiple of an epoch) at which the project's rule (fit.converged) holds on the curve so far.
+    """Scratch at each size with a long budget (bf16 where native): its smoothed validation curve and whether the
+    project's rule (:func:`lesionseg.training.fit.converged`) holds at the end of that budget. A run that has not
+    converged at ``epochs`` shows that the budget scratch needs is larger; one that has bounds it from above."""
+    import tempfile
 
-    An approximation: a run with a shorter budget decays its poly learning rate sooner than this run's prefix
-    does, so it would plateau no later; the figure is an upper bound of the budget scratch needs."""
     from lesionseg.config import load_config
     from lesionseg.layout import Layout
-    from lesionseg.training.fit import converged
+    from lesionseg.training.engine import build_loss
+    from lesionseg.training.fit import converged, fit
+    from lesionseg.training.setup import setup_training
     from lesionseg.training.spec import finetune_spec
 
     cfg, layout = load_config(project / "params.yaml"), Layout.at(project)
@@ -264,23 +300,13 @@ def convergence(project: Path, sizes=(4, 8, 16), epochs: int = 30, repeat: int =
         spec = finetune_spec("ratlesnetv2", "scratch", n, "noaug", network=cfg.networks.of("ratlesnetv2"),
                              train=train, finetune=cfg.finetune, target=cfg.data.role("target"), layout=layout,
                              repeat=repeat)
-        from lesionseg.training.engine import build_loss
-        from lesionseg.training.fit import fit
-        from lesionseg.training.setup import setup_training
-        import tempfile
-
         setup = setup_training(spec)
         with tempfile.TemporaryDirectory() as tmp:
             state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train, tmp,
                         roi_size=setup.roi_size, progress=False)
         curve = state.history
-        first = None
-        for k in range(2, len(curve) + 1):
-            best = max(range(k), key=lambda i: curve[i]["val_dice_ema"])
-            if converged(curve[:k], int(curve[best]["step"]), int(curve[k - 1]["step"]), False):
-                first = int(curve[k - 1]["step"])
-                break
-        out[n] = {"first_converged_step": first, "ema": [round(h["val_dice_ema"], 3) for h in curve]}
+        out[n] = {"converged_at_end": converged(curve, state.best_step, spec.train.budget_steps, False),
+                  "best_step": state.best_step, "ema": [round(h["val_dice_ema"], 3) for h in curve]}
         print(n, out[n], flush=True)
     return out
 
@@ -294,15 +320,24 @@ def _profile_table(profile: dict[str, dict[str, float]]) -> list[str]:
     return lines
 
 
+def _loads(value) -> str:
+    return " ".join(f"{x:.1f}" for x in value) if isinstance(value, list) else str(value or "n/a")
+
+
+FIGURES_MARK = "<!-- figures: written by python benchmarks/speed.py --render RAW.json ... (edit above this line) -->"
+
+
 def render(raw_files: list[Path], out: Path) -> None:
-    """results_speed.md from the raw JSON of one or more runs of this script (each run's figures together)."""
-    lines = ["# Speed of the demo's training cells", "",
-             "Written by `python benchmarks/speed.py --render RAW.json ... --md benchmarks/results_speed.md` from "
-             "the runs below. The CPU is shared (2 cores, other jobs beside): compare figures within one run only.", ""]
+    """The figures of ``out`` from the raw JSON of one or more runs of this script; the reading above
+    :data:`FIGURES_MARK` (written by a person) is kept."""
+    head = out.read_text().split(FIGURES_MARK)[0] if out.exists() else "# Speed of the demo's training cells\n\n"
+    lines = [head.rstrip("\n"), "", FIGURES_MARK, "",
+             "The CPU is shared (2 cores, other jobs beside): compare figures within one run only.", ""]
     for raw in raw_files:
         results = json.loads(raw.read_text())
         lines += [f"## {raw.stem}", "", f"- CPU: {results['cpu']}",
-                  f"- load average at start / end: {results['load_start']} / {results.get('load_end')}",
+                  f"- load average (1, 5, 15 min) at start / end: {_loads(results['load_start'])} / "
+                  f"{_loads(results.get('load_end'))}",
                   f"- command: `{results.get('command', '')}`", ""]
         if "steps" in results:
             lines += ["| figure | value |", "|---|---|",
@@ -312,9 +347,14 @@ def render(raw_files: list[Path], out: Path) -> None:
         if "dice" in results:
             lines += _dice_table(results["dice"]) + [""]
         if "convergence" in results:
-            lines += ["| n | first budget (steps) at which the rule holds | val Dice EMA per epoch |", "|---|---|---|",
-                      *[f"| {n} | {c['first_converged_step']} | {' '.join(map(str, c['ema']))} |"
+            lines += ["| n | converged at the end (project's rule) | best step | val Dice EMA per epoch |",
+                      "|---|---|---|---|",
+                      *[f"| {n} | {c['converged_at_end']} | {c['best_step']} | {' '.join(map(str, c['ema']))} |"
                         for n, c in results["convergence"].items()], ""]
+        if "valprec" in results:
+            lines += ["| model | validated in fp32 | validated in bf16 |", "|---|---|---|",
+                      *[f"| trained in {k} | {v['fp32']:.4f} | {v['bf16']:.4f} |" for k, v in results["valprec"].items()],
+                      ""]
     out.write_text("\n".join(lines))
 
 
@@ -325,8 +365,9 @@ def main() -> None:
     parser.add_argument("--md", type=Path, default=Path(__file__).with_name("results_speed.md"))
     parser.add_argument("--before", type=Path, help="a clone of the old code with the same data")
     parser.add_argument("--only", nargs="+", default=["steps", "profile", "dice"],
-                        choices=["steps", "profile", "dice", "convergence"])
+                        choices=["steps", "profile", "dice", "convergence", "valprec"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--first-repeat", type=int, default=0, help="dice: the first repeat (seed offset) to run")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16], help="convergence: sample sizes")
     parser.add_argument("--epochs", type=int, default=30, help="convergence: epochs of the long run")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("speed_raw.json"))
@@ -349,11 +390,13 @@ def main() -> None:
         results["profile"] = profiles(projects, out_dir)
         print(json.dumps(results["profile"], indent=1), flush=True)
     if "dice" in args.only:
-        rows = dice_by_precision(args.project, args.repeats)
+        rows = dice_by_precision(args.project, args.repeats, first_repeat=args.first_repeat)
         results["dice"] = rows
         print("\n".join(_dice_table(rows)), flush=True)
     if "convergence" in args.only:
         results["convergence"] = convergence(args.project, sizes=args.sizes, epochs=args.epochs)
+    if "valprec" in args.only:
+        results["valprec"] = validation_by_precision(args.project)
     results["load_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1, default=str))
 
