@@ -220,6 +220,8 @@ def dice_by_precision(project: Path, repeats: int = 3, pretrain_epochs: int = 2,
                              repeat=r)
         for amp in (False, True):
             for name, spec in (("pretrain", pre), ("cell", cell)):
+                if (pretrain_epochs if name == "pretrain" else cell_epochs) == 0:
+                    continue
                 row = {"repeat": r, **_fit_dice(spec, amp)}
                 rows.setdefault(f"{name} {'bf16' if amp else 'fp32'}", []).append(row)
                 print(name, "bf16" if amp else "fp32", row, flush=True)
@@ -368,6 +370,8 @@ def main() -> None:
                         choices=["steps", "profile", "dice", "convergence", "valprec"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--first-repeat", type=int, default=0, help="dice: the first repeat (seed offset) to run")
+    parser.add_argument("--pretrain-epochs", type=int, default=2, help="dice: pretraining epochs (0: skip)")
+    parser.add_argument("--cell-epochs", type=int, default=2, help="dice: the cell's epochs (0: skip)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16], help="convergence: sample sizes")
     parser.add_argument("--epochs", type=int, default=30, help="convergence: epochs of the long run")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("speed_raw.json"))
@@ -390,7 +394,8 @@ def main() -> None:
         results["profile"] = profiles(projects, out_dir)
         print(json.dumps(results["profile"], indent=1), flush=True)
     if "dice" in args.only:
-        rows = dice_by_precision(args.project, args.repeats, first_repeat=args.first_repeat)
+        rows = dice_by_precision(args.project, args.repeats, pretrain_epochs=args.pretrain_epochs,
+                                 cell_epochs=args.cell_epochs, first_repeat=args.first_repeat)
         results["dice"] = rows
         print("\n".join(_dice_table(rows)), flush=True)
     if "convergence" in args.only:

@@ -57,3 +57,15 @@ def test_the_cloudpickle_log_line_is_dropped_and_other_pyfunc_lines_kept(shown, 
         logger.warning("Passing a Python object as `python_model` causes it to be serialized using CloudPickle")
         logger.warning("something else about the model")
     assert [r.getMessage() for r in caplog.records] == ["something else about the model"]
+
+
+def test_registration_drops_only_mlflows_progress_prints(capsys):
+    import sys
+
+    from lesionseg.tracking.registry import _without_progress_lines
+
+    with _without_progress_lines():
+        print("Registered model 'm' already exists. Creating a new version of this model...", file=sys.stderr)
+        print("Created version '3' of model 'm'.", file=sys.stderr)
+        print("a line nobody expected", file=sys.stderr)
+    assert capsys.readouterr().err == "a line nobody expected\n"
