@@ -206,9 +206,9 @@ def dice_by_precision(project: Path, repeats: int = 3, pretrain_epochs: int = 2,
     from lesionseg.training.spec import finetune_spec, pretrain_spec
 
     cfg, layout = load_config(project / "params.yaml"), Layout.at(project)
-    pre_train = dataclasses.replace(cfg.train_for("pretrain"), epochs=pretrain_epochs, patience_steps=10**6,
+    pre_train = dataclasses.replace(cfg.train_for("pretrain"), epochs=max(1, pretrain_epochs), patience_steps=10**6,
                                     num_threads=threads)
-    cell_train = dataclasses.replace(cfg.train_for("finetune"), epochs=cell_epochs, patience_steps=10**6,
+    cell_train = dataclasses.replace(cfg.train_for("finetune"), epochs=max(1, cell_epochs), patience_steps=10**6,
                                      num_threads=threads)
     rows: dict[str, list[dict[str, float]]] = {}
     for r in range(first_repeat, first_repeat + repeats):
