@@ -21,14 +21,19 @@ from pathlib import Path
 import figures as f
 import yaml
 
+from lesionseg.config import FULL_STUDY_FILE, apply_overrides, load_overrides
+
 WEIGHTS = f.ROOT.parent / "shared" / "pretrained" / "ratlesnetv2-heterogeneous-model-1"
-FULL_BUDGET = {"epochs": 250, "iterations_per_epoch": 50, "patience_steps": 2500}  # README's full study
-PAPER_PARAMS = {  # the README's full-study overrides that shape one cell
-    "datasets": {"synthetic": {"mouse": {"cases": 40, "matrix": 256}, "rat": {"cases": 10, "matrix": 256}}},
-    "prepare": {"mouse": {"target_spacing": [0.1, 0.5, 0.1], "shape": [160, 32, 96]},
-                "rat": {"target_spacing": [0.125, 1.0, 0.125], "shape": [160, 16, 96]}},
-    "networks": {"ratlesnetv2": {"filters": 32}}, "subsets": {"sizes": [16]}, "study": {"repeats": [0]},
-}
+# The paper settings come from params.yaml + params-full.yaml (their one copy); this check only narrows the study
+# to one cell: fewer synthetic cases to prepare, one sample size, one repeat, the authors' weights as the source.
+ONE_CELL = {"datasets": {"synthetic": {"mouse": {"cases": 40}, "rat": {"cases": 10}}}, "subsets": {"sizes": [16]},
+            "study": {"repeats": [0]}, "pretrain": {"models": []},
+            "finetune": {"source": str(WEIGHTS), "source_network": {"ratlesnetv2": {"filters": 32}}}}
+
+
+def full_params() -> dict:
+    """params.yaml with params-full.yaml applied (the paper-scale study)."""
+    return apply_overrides(f.PARAMS, load_overrides(f.ROOT / FULL_STUDY_FILE))
 
 
 def step_figures(steps: int) -> dict[str, float]:
@@ -86,9 +91,11 @@ def cell_figures(cell_steps: int | None) -> dict[str, float]:
     repo = tmp / "lesionseg"
     try:
         subprocess.run(["git", "clone", "-q", str(f.ROOT), str(repo)], check=True)
-        per_epoch = FULL_BUDGET["iterations_per_epoch"]
-        budget = {**FULL_BUDGET, **({"epochs": max(1, cell_steps // per_epoch)} if cell_steps else {})}
-        params = _merge(f.PARAMS, {**PAPER_PARAMS, "train": budget, "finetune": {"source": str(WEIGHTS)}})
+        params = _merge(full_params(), ONE_CELL)
+        full_train = dict(params["train"])
+        per_epoch = full_train["iterations_per_epoch"]
+        if cell_steps:
+            params["train"]["epochs"] = max(1, cell_steps // per_epoch)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = f._env(repo)
         start = time.perf_counter()
@@ -101,7 +108,7 @@ def cell_figures(cell_steps: int | None) -> dict[str, float]:
         run = yaml.safe_load((repo / "models/finetune/ratlesnetv2-full-n16-noaug-r0/run.json").read_text())
         return {"data_stages_s": data_s, "cell_s": cell_s, "cell_steps_run": run["steps_run"],
                 "cell_budget_steps": run["budget_steps"], "cell_best_val_dice": run["best_val_dice"],
-                "cell_s_at_full_budget (linear)": cell_s * FULL_BUDGET["epochs"] * per_epoch / max(1, run["steps_run"])}
+                "cell_s_at_full_budget (linear)": cell_s * full_train["epochs"] * per_epoch / max(1, run["steps_run"])}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -7,8 +7,8 @@ sys.path.insert(0, str(ROOT))  # `python pipelines/X.py` also runs in an env (ML
 from lesionseg.config import load_config  # noqa: E402
 from lesionseg.errors import bug_report, user_error_line  # noqa: E402
 from lesionseg.layout import Layout  # noqa: E402
+from lesionseg.tracking.quiet import quiet_library_warnings; quiet_library_warnings()  # noqa: E402, E702 (before MLflow loads)
 LAYOUT = Layout.at(ROOT)
-
 
 def config():  # the project's params.yaml, typed
     return load_config(LAYOUT.params_file)

@@ -228,3 +228,15 @@ def test_the_same_seed_gives_the_same_weights(tmp_path):
     pairs = list(zip(first.state_dict().values(), second.state_dict().values(), other.state_dict().values()))
     assert all(torch.equal(a, b) for a, b, _ in pairs)
     assert not all(torch.equal(a, c) for a, _, c in pairs), "another seed trains differently"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_on_cpu_is_bf16_where_native_and_plain_fp32_elsewhere(tmp_path, monkeypatch, native):
+    from lesionseg.training import precision
+
+    monkeypatch.setattr(precision, "_native_bf16_here", lambda: native)
+    amp, _ = _fit(tmp_path / "amp", TrainConfig(epochs=1, iterations_per_epoch=2, lr=1e-2, amp=True))
+    fp32, state = _fit(tmp_path / "fp32", TrainConfig(epochs=1, iterations_per_epoch=2, lr=1e-2, amp=False))
+    same = all(torch.equal(a, b) for a, b in zip(amp.state_dict().values(), fp32.state_dict().values()))
+    assert same is not native, "bf16 changes the arithmetic; without native bf16, amp must be exactly fp32"
+    assert state.history[0]["val_seconds"] >= 0

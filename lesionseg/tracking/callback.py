@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from lesionseg.errors import TrackingError
 from lesionseg.training.fit import FitState
 
-EPOCH_METRICS = ("train_loss", "val_dice", "val_dice_ema", "lr", "epoch_seconds")
+EPOCH_METRICS = ("train_loss", "val_dice", "val_dice_ema", "lr", "epoch_seconds", "val_seconds")
 
 
 class MlflowCallback:

@@ -112,6 +112,7 @@ def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str],
         "sample_size": spec.sample_size, "domain": spec.domain,
         "pretrained": layout.relative(spec.pretrained) if spec.pretrained else "",
         "n_train": len(spec.train_ids), "n_val": len(spec.val_ids), "repeat": spec.repeat,
+        "precision": model_info.get("precision", ""),  # what train.amp gave on this machine (bf16, fp16, fp32)
         **flatten({"network": spec.network}), **flatten({"train": spec.train}),
     }
     mlflow.log_params({k: ("" if v is None else v) for k, v in params.items()})

@@ -1,7 +1,6 @@
 """One epoch of training and one pass of evaluation, in the torchvision reference style."""
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -12,6 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lesionseg.evaluation.metrics import dice
+from lesionseg.training.precision import autocast_context
 
 
 def build_loss(name: str) -> nn.Module:
@@ -47,12 +47,6 @@ def seed_epoch(seed: int, epoch: int, loader) -> None:
         transform.set_random_state(seed=seed + epoch)
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def train_one_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
@@ -64,16 +58,18 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = True,
+    amp: bool = False,
 ) -> tuple[float, int]:
     """Train for one epoch (every batch of ``loader``), stepping ``scheduler`` after each optimizer step;
-    returns the mean batch loss and the number of steps."""
+    returns the mean batch loss and the number of steps. ``amp``: mixed precision where ``device`` has it
+    (:func:`lesionseg.training.precision.resolve_precision`); ``scaler`` only for fp16."""
     model.train()
     losses = []
     batches = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not progress, mininterval=1.0)
     for batch in batches:
         image, label = batch["image"].to(device), batch["label"].to(device)
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, scaler is not None):
+        with autocast_context(device, amp):
             output = model(image)
             if output.dim() == image.dim() + 1:  # deep supervision: (B, heads, C, ...) -> list of heads
                 output = list(torch.unbind(output, dim=1))
@@ -92,7 +88,7 @@ def train_one_epoch(
     return float(np.mean(losses)), len(losses)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_volume(
     model: nn.Module,
     image: torch.Tensor,
@@ -103,9 +99,10 @@ def predict_volume(
     amp: bool = False,
 ) -> torch.Tensor:
     """Lesion probability for a (B, 1, X, Y, Z) image with sliding-window inference (one window when the
-    volume is no larger than ``roi_size``)."""
+    volume is no larger than ``roi_size``); ``amp``: the training path's mixed precision (bf16 on CPUs that
+    have it, fp16 on CUDA)."""
     model.eval()
-    with _autocast(device, amp):
+    with autocast_context(device, amp):
         logits = sliding_window_inference(
             image.to(device), roi_size=list(roi_size), sw_batch_size=2, predictor=model, overlap=overlap,
             mode="gaussian",

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from lesionseg.config import TrainConfig
 from lesionseg.data.io import atomic_path
 from lesionseg.training.engine import evaluate, seed_epoch, train_one_epoch
+from lesionseg.training.precision import FP16, resolve_precision
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -97,7 +98,7 @@ def fit(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = build_scheduler(optimizer, config)
-    scaler = torch.amp.GradScaler("cuda") if (config.amp and device.type == "cuda") else None
+    scaler = torch.amp.GradScaler("cuda") if resolve_precision(device, config.amp) == FP16 else None
     state = FitState()
     resumed = resume and (checkpoint_dir / LAST).exists()
     if resumed:
@@ -136,7 +137,8 @@ def _report(epochs, epoch: int, total: int, metrics: dict[str, float], state: Fi
         print(f"epoch {epoch}/{total} step {state.step} loss {metrics['train_loss']:.4f} "
               f"val_dice {metrics['val_dice']:.3f} ema {metrics['val_dice_ema']:.3f} "
               f"best {state.best_val_dice:.3f}@{state.best_step} "
-              f"lr {metrics['lr']:.2e} {metrics['epoch_seconds']:.1f}s", flush=True)
+              f"lr {metrics['lr']:.2e} {metrics['epoch_seconds']:.1f}s+{metrics.get('val_seconds', 0.0):.1f}s val",
+              flush=True)
 
 
 def converged(history: Sequence[dict[str, float]], best_step: int, budget_steps: int, stopped_early: bool) -> bool:
@@ -160,11 +162,11 @@ def _run_epoch(model, loss_fn, optimizer, scheduler, scaler, loader, val_items, 
     started = time.perf_counter()
     lr = optimizer.param_groups[0]["lr"]
     train_loss, steps = train_one_epoch(model, loss_fn, optimizer, loader, device, epoch, scaler=scaler,
-                                        scheduler=scheduler, progress=bars)
+                                        scheduler=scheduler, progress=bars, amp=config.amp)
     train_seconds = time.perf_counter() - started
-    val = evaluate(model, val_items, roi_size, device, overlap=config.sw_overlap, amp=scaler is not None)
+    val = evaluate(model, val_items, roi_size, device, overlap=config.sw_overlap, amp=config.amp)
     return {"train_loss": train_loss, "val_dice": val["val_dice"], "lr": lr, "epoch_seconds": train_seconds,
-            "steps": steps}
+            "val_seconds": time.perf_counter() - started - train_seconds, "steps": steps}
 
 
 def smoothed(previous: float | None, value: float, weight: float) -> float:

@@ -9,6 +9,7 @@ import torch
 from lesionseg.networks.transfer import build_for_strategy
 from lesionseg.training.engine import resolve_device
 from lesionseg.training.loaders import load_items, train_loader
+from lesionseg.training.precision import resolve_precision
 from lesionseg.training.spec import RunSpec
 from lesionseg.training.transforms import train_transforms
 
@@ -25,12 +26,15 @@ class TrainingSetup:
 
 
 def setup_training(spec: RunSpec) -> TrainingSetup:
-    """Seeded network (strategy applied) and loaders for ``spec``."""
+    """Seeded network (strategy applied) and loaders for ``spec``; ``model_info["precision"]`` says which
+    arithmetic training will use on this machine (bf16, fp16 or fp32)."""
     torch.set_num_threads(spec.train.num_threads)
     torch.manual_seed(spec.train.seed)
     model, model_info = build_for_strategy(spec.model, spec.network, spec.strategy, spec.freeze_depth,
                                            spec.pretrained)
-    model = model.to(resolve_device(spec.train.device))
+    device = resolve_device(spec.train.device)
+    model = model.to(device)
+    model_info = {**model_info, "precision": resolve_precision(device, spec.train.amp)}
     train_items = load_items(spec.prepared_dir, spec.train_ids)
     val_items = load_items(spec.prepared_dir, spec.val_ids)
     roi_size = list(spec.train.patch_size or train_items[0]["image"].shape[1:])
