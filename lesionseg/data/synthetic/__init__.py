@@ -18,12 +18,12 @@ grid), :mod:`.lesion` (territory, size, signal), :mod:`.artefacts` (coil, bias, 
 (one scan) and :mod:`.dataset` (a cohort on disk).
 """
 from lesionseg.data.synthetic.anatomy import Anatomy
-from lesionseg.data.synthetic.dataset import synthesize_dataset
+from lesionseg.data.synthetic.dataset import generate_cases, synthesize_dataset
 from lesionseg.data.synthetic.domains import DOMAINS, DomainSpec, domain_spec
 from lesionseg.data.synthetic.protocol import PROTOCOL, RELAXATION, Contrast, Relaxation, rare_signal, t2w_contrast
 from lesionseg.data.synthetic.render import SyntheticCase, synthesize_case
 
 __all__ = [
     "DOMAINS", "PROTOCOL", "RELAXATION", "Anatomy", "Contrast", "DomainSpec", "Relaxation", "SyntheticCase",
-    "domain_spec", "rare_signal", "synthesize_case", "synthesize_dataset", "t2w_contrast",
+    "domain_spec", "generate_cases", "rare_signal", "synthesize_case", "synthesize_dataset", "t2w_contrast",
 ]

@@ -28,6 +28,7 @@ class Anatomy:
     head_scale: float  # jaw and neck size relative to the brain
     deform_mm: float  # amplitude of case-to-case shape variation
     midline_shift_mm: float  # midline shift of the largest lesions
+    fascial_planes: bool = False  # muscle: thin fascial planes (True) or patchy fat between fascicles (False)
 
 
 BRAIN_BOX = ((0.0, -0.05, -0.05), (1.2, 1.62, 1.2))
@@ -99,7 +100,7 @@ def _head_sd(scene: Scene, brain_sd: np.ndarray, eyes_sd: np.ndarray, an: Anatom
     return smooth_union(head, eyes_sd, 0.3 * k)
 
 
-def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainSpec) -> None:
+def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainSpec, side: float = 1.0) -> None:
     """Muscle with fat septa, patchy scalp fat, skin, tongue, jaw bones, airways and eyes: everything outside the skull.
 
     There are no round fat pads in the jaw: rodent masticatory fat lies in the thin fascial planes between muscles
@@ -113,15 +114,30 @@ def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainS
     head = _head_sd(scene, brain_sd, scene.full(*parts["eye"]), an)
     texture = scene.pose.texture(scene.rel)
     skin = 0.25 * an.scalp_mm
-    # Skeletal muscle is bundles of fascicles with fat and connective-tissue septa between them: a fine random
-    # field sets each voxel's fat fraction (about 10 % on average), a coarse one the patchiness.
-    septa = 0.8 * np.clip(scene.pose.fascicles(scene.rel) - 0.9, 0, 0.6)
-    canvas.paint(head, co.muscle * (1 + 0.06 * texture) + septa * (co.fat - co.muscle))
+    fascicles = scene.pose.fascicles(scene.rel)
+    if an.fascial_planes:
+        # Real T2w muscle is dark and homogeneous, crossed by thin bright fascial planes: the zero crossings of a
+        # smooth random field are sheets, given a fat fraction that falls off within about a voxel.
+        septa = 0.35 * np.clip(1 - np.abs(fascicles) / 0.12, 0, 1)
+        grain = 0.02
+    else:  # fascicles with patchy fat between them (the rat, as calibrated against the published RatLesNetV2)
+        septa, grain = 0.8 * np.clip(fascicles - 0.9, 0, 0.6), 0.06
+    canvas.paint(head, co.muscle * (1 + grain * texture) + septa * (co.fat - co.muscle))
+    if scene.pose.oedema:
+        _paint_muscle_oedema(canvas, scene, head, side, co.muscle * (1 + scene.pose.oedema))
     # The rodent scalp is skin over the temporal muscles with little subcutaneous fat: fat only in patches.
     canvas.paint(band(head, skin, skin + 0.4 * an.scalp_mm * np.clip(texture - 0.7, 0, 1)), co.fat)
     canvas.paint(band(head, 0.0, skin), co.skin)
     for name, (box, sd) in parts.items():
         canvas.paint(sd, values[name], box)
+
+
+def _paint_muscle_oedema(canvas: Canvas, scene: Scene, head: np.ndarray, side: float, value: float) -> None:
+    """Oedema of the temporal muscle on the operated side (``side``: +1 right), inside the head only."""
+    ax, ay, az = scene.semi
+    x, y, z = scene.coords
+    temporalis = ellipsoid_sd(side * x - 1.2 * ax, y + 0.1 * ay, z - 0.05 * az, (0.4 * ax, 0.75 * ay, 0.75 * az))
+    canvas.paint(np.maximum(temporalis, head), value)
 
 
 def paint_skull(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, an: Anatomy, co: Contrast) -> None:
@@ -152,8 +168,10 @@ def _paint_hindbrain(canvas: Canvas, box, t, parts, co: Contrast, semi, texture:
     canvas.paint(parts["brainstem"][box], 0.85, box)
 
 
-def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.ndarray, speckle: np.ndarray):
-    """Cortex, white-matter band, striatum, thalamus, hippocampus, hindbrain and CSF spaces; returns the CSF sd."""
+def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.ndarray, speckle: np.ndarray,
+                ventricle_volume: tuple[float, float] = (1.0, 1.0)):
+    """Cortex, white-matter band, striatum, thalamus, hippocampus, hindbrain and CSF spaces; returns the CSF sd
+    (ventricles and fissure) and the ventricles' sd."""
     x, y, z = t
     an, co = spec.anatomy, spec.contrast
     ax, ay, az = an.brain_semi_axes_mm
@@ -177,10 +195,12 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     hippocampus = np.maximum(np.maximum(hippocampus, inner - depth), np.abs(x) - 0.7 * ax)
     canvas.paint(np.maximum(hippocampus, extent), 1.03, box)
     canvas.paint(np.maximum(band(-depth, cortex, inner), extent), co.white_matter, box)
-    csf = np.maximum(_ventricles_sd(x, y, z, an, inner - depth + 0.5 * an.ventricle_mm), -depth)
+    ventricles, fissure = _ventricles_sd(x, y, z, an, inner - depth + 0.5 * an.ventricle_mm, ventricle_volume)
+    ventricles = np.maximum(ventricles, -depth)
+    csf = np.minimum(ventricles, np.maximum(fissure, -depth))
     canvas.paint(csf, co.csf, box)
     _paint_vessels(canvas, box, t, an, co)
-    return csf
+    return csf, ventricles
 
 
 # Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the
@@ -200,8 +220,12 @@ def _paint_vessels(canvas: Canvas, box, t, an: Anatomy, co: Contrast) -> None:
         canvas.paint(np.maximum(tube, along), co.vessel, box)
 
 
-def _ventricles_sd(x, y, z, an: Anatomy, below_white_matter: np.ndarray) -> np.ndarray:
-    """Lateral ventricles (thin tilted slits under the corpus callosum), third ventricle, interhemispheric fissure."""
+def _ventricles_sd(x, y, z, an: Anatomy, below_white_matter: np.ndarray, volume=(1.0, 1.0)):
+    """Signed distances of the ventricles (lateral, third, aqueduct) and of the interhemispheric fissure.
+
+    The lateral ventricles are thin tilted slits under the corpus callosum, bent around the striatum; ``volume``
+    (right, left) scales each one's volume, mostly by its width.
+    """
     ax, ay, az = an.brain_semi_axes_mm
     length = 0.25 * az
     top = az - an.cortex_mm - 1.5 * an.white_matter_mm
@@ -209,7 +233,13 @@ def _ventricles_sd(x, y, z, an: Anatomy, below_white_matter: np.ndarray) -> np.n
     cos, sin = float(np.cos(np.radians(30))), float(np.sin(np.radians(30)))
     across, along = cos * xl - sin * zl, sin * xl + cos * zl
     across = across - (0.3 / length) * along * along  # bent into a crescent around the striatum
-    lateral = ellipsoid_sd(across, y - 0.12 * ay, along, (an.ventricle_mm, 0.35 * ay, length))
-    third = ellipsoid_sd(x, y + 0.4 * ay, z + 0.35 * az, (0.7 * an.ventricle_mm, 0.28 * ay, 0.32 * az))
+    side = np.where(x >= 0, np.float32(volume[0]), np.float32(volume[1]))
+    width, reach = side**0.7, side**0.3
+    lateral = ellipsoid_sd(across / width, y - 0.12 * ay, along / reach, (an.ventricle_mm, 0.35 * ay, length))
+    mean = float(np.sqrt(0.5 * (volume[0] + volume[1])))
+    third = ellipsoid_sd(x, y + 0.4 * ay, z + 0.35 * az, (0.7 * an.ventricle_mm * mean, 0.28 * ay, 0.32 * az))
+    # the cerebral aqueduct: a narrow canal through the midbrain, behind the third ventricle
+    aqueduct = np.maximum(np.sqrt(x * x + (z + 0.2 * az) ** 2) - 1.2 * an.ventricle_mm * mean, np.abs(y + 0.78 * ay)
+                          - 0.17 * ay)
     fissure = ellipsoid_sd(x, y, z - az, (0.8 * an.ventricle_mm, 0.95 * ay, 1.15 * an.cortex_mm))
-    return np.minimum(np.minimum(np.maximum(lateral, below_white_matter), third), fissure)
+    return np.minimum(np.minimum(np.maximum(lateral, below_white_matter), third), aqueduct), fissure

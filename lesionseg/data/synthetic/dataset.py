@@ -4,14 +4,16 @@ from __future__ import annotations
 import csv
 import io
 import zlib
+from dataclasses import asdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from lesionseg.data.io import atomic_dir, write_json, write_text, write_volume
-from lesionseg.data.synthetic.domains import DomainSpec, domain_spec
-from lesionseg.data.synthetic.render import synthesize_case
+from lesionseg.data.synthetic.domains import DomainSpec, case_cohort, cohort_protocols, cohort_spec, domain_spec
+from lesionseg.data.synthetic.render import SyntheticCase, synthesize_case
 
 
 def _nifti_header(spec: DomainSpec, what: str) -> nib.Nifti1Header:
@@ -47,6 +49,21 @@ def _cases_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
+def generate_cases(domain: str, n_cases: int, seed: int, *, sham_fraction: float = 0.25, matrix: int | None = None,
+                   n_slices: int | None = None, case_prefix: str | None = None) -> Iterator[tuple[SyntheticCase, int | None]]:
+    """The cases :func:`synthesize_dataset` writes, in order, each with its cohort index (None: one protocol)."""
+    spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
+    _check_dataset_args(n_cases, seed, sham_fraction)
+    domain_key = zlib.crc32(domain.encode())
+    shams = _sham_positions(int(n_cases), sham_fraction, int(seed), domain_key)
+    protocols = cohort_protocols(spec)
+    for i in range(int(n_cases)):
+        rng = np.random.default_rng([int(seed), domain_key, i])
+        cohort = case_cohort(spec, int(seed), i)
+        scanned = spec if cohort is None else cohort_spec(spec, protocols[cohort])
+        yield synthesize_case(scanned, f"{case_prefix or domain}_{i:03d}", rng, lesion=i not in shams), cohort
+
+
 def synthesize_dataset(
     domain: str,
     n_cases: int,
@@ -63,19 +80,20 @@ def synthesize_dataset(
 
     The directory is built aside and moved into place only when complete. Case ``i`` depends only on
     (seed, domain, i) and whether it is a sham; which cases are shams (``round(n_cases * sham_fraction)`` of
-    them) is drawn from the seed. The same arguments give byte-identical files.
+    them) is drawn from the seed. The same arguments give byte-identical files. ``dataset.json`` lists the
+    domain's cohorts (scanner protocols) and which cohort each case comes from.
     """
     spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
     _check_dataset_args(n_cases, seed, sham_fraction)
-    domain_key = zlib.crc32(domain.encode())
-    shams = _sham_positions(int(n_cases), sham_fraction, int(seed), domain_key)
     spacing = "x".join(f"{s:.6g}" for s in spec.spacing)
-    rows = []
+    rows, cohort_of = [], {}
+    protocols = cohort_protocols(spec)
     out_dir = Path(out_dir)
+    cases = generate_cases(domain, n_cases, seed, sham_fraction=sham_fraction, matrix=matrix, n_slices=n_slices,
+                           case_prefix=case_prefix)
     with atomic_dir(out_dir) as tmp:
-        for i in range(int(n_cases)):
-            rng = np.random.default_rng([int(seed), domain_key, i])
-            case = synthesize_case(spec, f"{case_prefix or domain}_{i:03d}", rng, lesion=i not in shams)
+        for case, cohort in cases:
+            cohort_of[case.case_id] = cohort
             write_volume(tmp / "imagesTr" / f"{case.case_id}_0000.nii.gz", case.image, case.affine,
                          _nifti_header(spec, "image"))
             write_volume(tmp / "labelsTr" / f"{case.case_id}.nii.gz", case.label, case.affine,
@@ -91,8 +109,9 @@ def synthesize_dataset(
             "numTraining": int(n_cases),
             "file_ending": ".nii.gz",
             "domain": domain,
-            "generator": {"module": "lesionseg.data.synthetic", "seed": int(seed), "matrix": spec.matrix, "n_slices": spec.n_slices,
-                          "sham_fraction": sham_fraction},
+            "generator": {"module": "lesionseg.data.synthetic", "seed": int(seed), "matrix": spec.matrix,
+                          "n_slices": spec.n_slices, "sham_fraction": sham_fraction,
+                          "cohorts": [asdict(p) for p in protocols], "case_cohort": cohort_of},
         })
         write_text(tmp / "cases.csv", _cases_csv(rows))
     return out_dir

@@ -99,3 +99,63 @@ RELAXATION = {
 # 40 ms the published model left lesions of lesion / grey matter below about 1.5 unmarked (benchmarks/realism.py;
 # docs/synthetic.md). The mouse keeps the seed study's 33 ms.
 PROTOCOL = {"rat": (2.5, 70.0), "mouse": (3.0, 33.0)}  # (TR s, effective TE ms)
+
+
+# ------------------------------------------------------------------ cohorts: field strength and sequence
+# Field dependence of tissue water relaxation, fitted as power laws through de Graaf et al., MRM 56:386 (2006)
+# (rat brain water at 4.0, 9.4 and 11.7 T: T1 grows, T2 shrinks with field). The exponents reproduce this module's
+# own tables within a few ms (mouse grey matter T2 46 ms at 7 T -> 40 ms at 9.4 T, 36 ms at 11.7 T; rat 42 ms at
+# 9.4 T). Fat, bone and the lens (T2 of a few ms, or J-coupled lines) are left as they are.
+T2_FIELD_EXPONENT = 0.5  # T2 ~ B^-0.5
+T1_FIELD_EXPONENT = 0.35  # T1 ~ B^0.35
+_FIELD_FIXED = ("fat", "bone", "lens")
+BASE_FIELD_T = {"rat": 9.4, "mouse": 7.0}  # the field at which RELAXATION's tables are given
+
+
+def relaxation_at(species: str, field_t: float) -> dict[str, Relaxation]:
+    """``RELAXATION[species]`` moved from its table's field (:data:`BASE_FIELD_T`) to ``field_t`` tesla."""
+    ratio = field_t / BASE_FIELD_T[species]
+    return {
+        name: tissue if name in _FIELD_FIXED else Relaxation(
+            tissue.pd, tissue.t1_s * ratio**T1_FIELD_EXPONENT, tissue.t2_ms * ratio**-T2_FIELD_EXPONENT)
+        for name, tissue in RELAXATION[species].items()
+    }
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One cohort's scanner and T2w RARE sequence."""
+
+    field_t: float
+    tr_s: float
+    te_ms: float  # effective echo time
+    snr: float  # grey matter at the brain centre / noise sigma
+    coil_radius_mm: float  # receive loop radius; a volume coil is a loop far wider than the head
+    bias_strength: float  # amplitude of the smooth random log-bias field
+
+
+@dataclass(frozen=True)
+class CohortRanges:
+    """Where a species' cohorts (labs, scanners, protocols) are drawn from; see docs/synthetic.md for sources."""
+
+    fields_t: tuple[float, ...] = (7.0, 9.4, 11.7)
+    field_weights: tuple[float, ...] = (0.4, 0.4, 0.2)
+    te_ms: tuple[float, float] = (30.0, 55.0)
+    tr_s: tuple[float, float] = (2.5, 4.0)
+    snr: tuple[float, float] = (12.0, 35.0)  # log-uniform
+    surface_coil_fraction: float = 0.6
+    surface_radius_mm: tuple[float, float] = (10.0, 14.0)
+    volume_radius_mm: float = 60.0
+    bias_strength: tuple[float, float] = (0.03, 0.1)
+
+
+def draw_protocol(rng: np.random.Generator, ranges: CohortRanges) -> Protocol:
+    """One cohort's protocol from ``ranges``."""
+    field = float(rng.choice(ranges.fields_t, p=np.array(ranges.field_weights) / sum(ranges.field_weights)))
+    surface = rng.uniform() < ranges.surface_coil_fraction
+    return Protocol(
+        field_t=field, tr_s=round(float(rng.uniform(*ranges.tr_s)), 2), te_ms=round(float(rng.uniform(*ranges.te_ms)), 1),
+        snr=float(np.exp(rng.uniform(*np.log(ranges.snr)))),
+        coil_radius_mm=float(rng.uniform(*ranges.surface_radius_mm)) if surface else ranges.volume_radius_mm,
+        bias_strength=float(rng.uniform(*ranges.bias_strength)),
+    )

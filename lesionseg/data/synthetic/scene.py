@@ -26,21 +26,45 @@ class Pose:
     texture: Field  # patchy fat and muscle
     speckle: Field  # fibre bundles in the striatum
     bias: Field  # smooth receive-field variation
-    fascicles: Field | None = None  # muscle fascicles and the fat septa between them
+    fascicles: Field | None = None  # muscle fascicles and the fascial planes between them
+    ventricles: tuple[float, float] = (1.0, 1.0)  # ventricle volume factor, right and left
+    oedema: float = 0.0  # temporal-muscle signal rise on the operated side (0: none)
+
+
+@dataclass(frozen=True)
+class AnimalRanges:
+    """Per-animal variation of pose and anatomy (docs/synthetic.md gives each range's source)."""
+
+    pose_deg: tuple[float, float, float] = (2.5, 2.5, 2.5)  # roll (A-P axis), pitch (L-R axis), yaw: uniform +-
+    size: tuple[float, float] = (0.94, 1.06)  # per-axis brain size factor
+    ventricle_volume: tuple[float, float] = (1.0, 1.0)  # log-uniform factor on both lateral ventricles
+    ventricle_asymmetry: float = 0.0  # one side's volume x uniform(1 - a, 1 + a)
+    muscle_oedema_fraction: float = 0.0  # animals with oedema of the temporal muscle on the operated side
+    muscle_oedema: tuple[float, float] = (1.3, 1.8)  # its signal / normal muscle
 
 
 def draw_pose(rng: np.random.Generator, spec: DomainSpec) -> Pose:
+    """Where the head lies and how this animal differs from the template (``spec.animal`` ranges)."""
+    ranges = spec.animal
     semi = np.array(spec.anatomy.brain_semi_axes_mm)
     origin = rng.uniform(-1.0, 1.0, 3)
     center = origin + np.array(spec.brain_center_mm) + rng.uniform(-0.04, 0.04, 3) * semi
-    rotation = Rotation.from_euler("xyz", rng.uniform(-2.5, 2.5, 3), degrees=True).as_matrix()
-    size = rng.uniform(0.94, 1.06, 3)
-    return Pose(
-        center=center, origin=origin, rotation=rotation, size=size,
+    # head frame axes: x L-R (pitch), y A-P (roll), z S-I (yaw)
+    pitch, roll, yaw = (rng.uniform(-d, d) for d in (ranges.pose_deg[1], ranges.pose_deg[0], ranges.pose_deg[2]))
+    rotation = Rotation.from_euler("xyz", [pitch, roll, yaw], degrees=True).as_matrix()
+    size = rng.uniform(*ranges.size, 3)
+    fields = dict(
         deform=tuple(Field(rng, 1.6 * semi[0]) for _ in range(3)), texture=Field(rng, 0.6 * semi[0]),
         speckle=Field(rng, 0.08 * semi[0], n_modes=6), bias=Field(rng, 3.0 * semi[0], n_modes=3),
         fascicles=Field(rng, 0.12 * semi[0], n_modes=8),
     )
+    low, high = ranges.ventricle_volume
+    volume = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    tilt = float(rng.uniform(-ranges.ventricle_asymmetry, ranges.ventricle_asymmetry))
+    oedema = rng.uniform() < ranges.muscle_oedema_fraction
+    rise = float(rng.uniform(*ranges.muscle_oedema)) - 1 if oedema else 0.0
+    return Pose(center=center, origin=origin, rotation=rotation, size=size, **fields,
+                ventricles=(volume * (1 + tilt), volume * (1 - tilt)), oedema=rise)
 
 
 def acquisition_affine(spec: DomainSpec, origin_mm: np.ndarray) -> np.ndarray:
