@@ -36,7 +36,8 @@ SIZES = {"mouse": (128, 32), "rat": (128, 18)}  # the demo's matrices (params.ya
 # Published or measured references, (low, high) and source; docs/synthetic.md says how each was obtained.
 NEAT = "dama-lab/mouse-brain-atlas NeAt in vivo C57BL/6J (Ma et al. 2008), 10 mice, measured here"
 REFERENCE = {
-    ("brain_mm3", "mouse"): ((529, 589), f"whole-brain mask, {NEAT}; labelled structures 473-528"),
+    ("brain_mm3", "mouse"): ((473, 528), f"union of labelled structures, {NEAT}; the drawn whole-brain masks "
+                                         "measure 529-589 (they include surface CSF)"),
     ("brain_mm3", "rat"): ((1800, 2000), "adult rat, in vivo MRI, issue 26's figure (not re-measured here)"),
     ("ventricle_mm3", "mouse"): ((5.3, 8.4), f"ventricles label, {NEAT}"),
     ("ventricle_mm3", "rat"): (None, "no reference measured"),
@@ -161,7 +162,8 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
             values = [r["contrast_measured"] for r in lesions if r["time_point"] == stage]
             ref = CONTRAST_REFERENCE[stage]
             lines.append(f"| lesion/contralateral signal, {stage} | {domain} | {_summary(values)} | {_ref(ref)} | "
-                         f"{_inside(values, ref)} | T2 time course (Knight 1991; Hoehn-Berlage 1995), approximate |")
+                         f"{_inside(values, ref)} | rounded reading of T2w time courses (Knight 1991; Hoehn-Berlage 1995) at TE "
+                         "about 30-50 ms, not re-read; a longer TE gives a larger ratio |")
         lines.append(f"| sham brain voxels >= lesion threshold (%) | {domain} | {_sham_fraction(rows)} | n/a | n/a | "
                      "threshold: median over lesions of each lesion's lower-quartile signal / brain median |")
     return lines
@@ -212,7 +214,43 @@ def _cohort_lines(domain: str) -> list[str]:
             f"bias {p.bias_strength:.2f}" for k, p in enumerate(protocols)]
 
 
-def run(out: Path = RESULTS, n_cases: int = 48, seed: int = 4242) -> dict:
+_TIMING = """
+import sys, time, numpy as np
+from lesionseg.data.synthetic import domain_spec, synthesize_case
+for domain, (matrix, n_slices) in {sizes!r}.items():
+    spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
+    start = time.perf_counter()
+    for i in range({n}):
+        synthesize_case(spec, "t", np.random.default_rng([99, i]), lesion=i % 4 != 0)
+    print(domain, (time.perf_counter() - start) / {n})
+"""
+
+
+def generation_seconds(checkout: Path, n: int = 6) -> dict[str, float]:
+    """Seconds per scan at the demo's sizes with the generator of ``checkout`` (a subprocess on its code)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    done = subprocess.run([sys.executable, "-c", _TIMING.format(sizes=SIZES, n=n)], env=env, cwd=checkout,
+                          capture_output=True, text=True, check=True)
+    return {line.split()[0]: float(line.split()[1]) for line in done.stdout.splitlines()}
+
+
+def _timing_lines(baseline: Path | None) -> list[str]:
+    """Interleaved (baseline, this, baseline, this) so that a shared CPU's load hits both alike."""
+    if baseline is None:
+        return []
+    runs = [(name, generation_seconds(path)) for _ in range(2) for name, path in (("before", baseline), ("now", ROOT))]
+    lines = ["## Generation cost (seconds per scan, demo size, interleaved runs in one session)", "",
+             "| species | before (" + str(baseline) + ") | now | ratio |", "|---|---|---|---|"]
+    for domain in SIZES:
+        before = np.mean([t[domain] for name, t in runs if name == "before"])
+        now = np.mean([t[domain] for name, t in runs if name == "now"])
+        lines.append(f"| {domain} | {before:.2f} | {now:.2f} | {now / before:.2f} |")
+    return [*lines, "", "Absolute seconds depend on the load of the shared CPU; the ratio is the figure to read.", ""]
+
+
+def run(out: Path = RESULTS, n_cases: int = 48, seed: int = 4242, baseline: Path | None = None) -> dict:
     """Generate both cohorts, measure, write ``out`` and the overlays; return the per-case rows."""
     start = time.perf_counter()
     by_domain, pictures = {}, []
@@ -247,6 +285,7 @@ def run(out: Path = RESULTS, n_cases: int = 48, seed: int = 4242) -> dict:
         "",
         *table(by_domain),
         "",
+        *_timing_lines(baseline),
         "## Mid-slice overlays (front, lesion centre, back; label outline in red)",
         "",
         *[f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})" for p in pictures],
@@ -261,8 +300,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--n-cases", type=int, default=48)
     parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout whose generator to time against this one (e.g. the main branch)")
     args = parser.parse_args(argv)
-    run(args.out, args.n_cases, args.seed)
+    run(args.out, args.n_cases, args.seed, args.baseline)
     print(args.out.read_text())
 
 
