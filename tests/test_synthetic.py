@@ -108,7 +108,9 @@ def test_lesion_volumes_at_demo_size_match_published_mcao(demo_cases):
     assert volumes.max() <= largest
     hemisphere = np.array([c.brain_mask.sum() * voxel_mm3 / 2 for c in lesions])
     fraction = volumes / hemisphere
-    assert 0.15 <= np.median(fraction) <= 0.4 and fraction.max() <= 0.6
+    # up to about 60 % of a hemisphere for the whole MCA territory, plus the oedema peak at 48 h (+5 % volume,
+    # lesion.TIME_POINTS)
+    assert 0.15 <= np.median(fraction) <= 0.4 and fraction.max() <= 0.65
     for case in lesions:  # every lesion inside the brain, in one hemisphere
         lesion = case.label.astype(bool)
         assert not (lesion & ~case.brain_mask).any()

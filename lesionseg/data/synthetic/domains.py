@@ -94,7 +94,11 @@ DOMAINS: dict[str, DomainSpec] = {
         brain_center_mm=(0.0, 0.0, 5.5), noise_sigma=0.03, coil_radius_mm=60.0, coil_gap_mm=3.0, bias_strength=0.04,
         signal_scale=6000.0, field_t=9.4, tr_s=PROTOCOL["rat"][0], te_ms=PROTOCOL["rat"][1],
         animal=AnimalRanges(ventricle_volume=(0.7, 1.6), ventricle_asymmetry=0.15),
-        lesion_model=LesionModel(time_points=RAT_STAGES, time_weights=(1, 1, 2, 1, 1, 1, 1, 1, 1)),
+        # whole-territory lesions at most about half the hemisphere (pMCAo: about 35-50 %, approximate); the
+        # shared range (1.0-1.25) reached 66-79 % of a rat hemisphere. The mouse keeps it for now: its difficulty
+        # check was declared and run on it (docs/synthetic.md, "not done").
+        lesion_model=LesionModel(time_points=RAT_STAGES, time_weights=(1, 1, 2, 1, 1, 1, 1, 1, 1),
+                                 whole_scale=(0.85, 1.0)),
         territory_weights=(0.15, 0.7, 0.15), petechiae_fraction=0.05,
     ),
 }

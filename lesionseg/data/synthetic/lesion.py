@@ -64,6 +64,7 @@ class LesionModel:
     time_weights: tuple[float, ...] = (1.0,)
     occlusions_min: tuple[int, ...] = (60,)
     occlusion_weights: tuple[float, ...] = (1.0,)
+    whole_scale: tuple[float, float] = WHOLE_SCALE  # size range of whole-territory lesions
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ def _pick(rng: np.random.Generator, values, weights):
     return values[int(rng.choice(len(values), p=p / p.sum()))]
 
 
-def _draw_scale(rng: np.random.Generator, territory: str) -> float:
+def _draw_scale(rng: np.random.Generator, territory: str, whole_scale: tuple[float, float]) -> float:
     if territory == "striatum":
         return float(np.exp(rng.uniform(np.log(STRIATAL_SCALE[0]), np.log(STRIATAL_SCALE[1]))))
-    return float(rng.uniform(*(LESION_SCALE if territory == "striatum+cortex" else WHOLE_SCALE)))
+    return float(rng.uniform(*(LESION_SCALE if territory == "striatum+cortex" else whole_scale)))
 
 
 def lesion_contrast(spec: DomainSpec, excess: float, name: str, grey: str = "grey") -> float:
@@ -117,7 +118,7 @@ def draw_lesion(rng: np.random.Generator, spec: DomainSpec) -> Lesion:
     time_point = _pick(rng, model.time_points, model.time_weights)
     occlusion = int(_pick(rng, model.occlusions_min, model.occlusion_weights))
     territory = _pick(rng, TERRITORIES, spec.territory_weights or TERRITORY_BY_OCCLUSION[occlusion])
-    scale = _draw_scale(rng, territory)
+    scale = _draw_scale(rng, territory, model.whole_scale)
     # small lesions sit in the striatum, larger ones reach out into the lateral cortex; the whole territory reaches
     # back over the hippocampus and medially into the thalamus
     grow = float(np.clip((scale - STRIATAL_SCALE[0]) / (0.9 - STRIATAL_SCALE[0]), 0, 1))
