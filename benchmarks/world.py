@@ -1,0 +1,311 @@
+"""The synthetic world against the literature: generated mouse and rat cohorts measured like real ones.
+
+Generates a mouse and a rat cohort exactly as ``lesionseg synth`` does (:func:`generate_cases`, the draws that
+:func:`synthesize_dataset` writes), measures each scan (brain and ventricle volume, lesion volume by territory
+class and occlusion time, lesion/contralateral signal by time point, SNR, dorsal/ventral ratio, sham voxels as
+bright as lesion), and writes ``benchmarks/results_world.md`` with each row beside its published or measured
+reference, plus mid-slice overlays of a lesion and a sham of each species (``benchmarks/world/``). The
+references and where they come from are in ``docs/synthetic.md``; nothing here is fitted to them.
+
+    PYTHONPATH=$PWD python benchmarks/world.py            # about a minute on 2 cores
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from matplotlib.figure import Figure
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lesionseg.data.io import write_text  # noqa: E402
+from lesionseg.data.synthetic import domain_spec, generate_cases  # noqa: E402
+from lesionseg.data.synthetic.domains import cohort_protocols  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results_world.md"
+OVERLAYS = ROOT / "benchmarks" / "world"
+SIZES = {"mouse": (128, 32), "rat": (128, 18)}  # the demo's matrices (params.yaml synthesize)
+
+# Published or measured references, (low, high) and source; docs/synthetic.md says how each was obtained.
+NEAT = "dama-lab/mouse-brain-atlas NeAt in vivo C57BL/6J (Ma et al. 2008), 10 mice, measured here"
+REFERENCE = {
+    ("brain_mm3", "mouse"): ((473, 528), f"union of labelled structures, {NEAT}; the drawn whole-brain masks "
+                                         "measure 529-589 (they include surface CSF)"),
+    ("brain_mm3", "rat"): ((1800, 2000), "adult rat, in vivo MRI, issue 26's figure (not re-measured here)"),
+    ("ventricle_mm3", "mouse"): ((5.3, 8.4), f"ventricles label, {NEAT}"),
+    ("ventricle_mm3", "rat"): (None, "no reference measured"),
+    ("snr", "mouse"): ((10, 40), "rodent T2w RARE, issue 26"),
+    ("snr", "rat"): ((10, 40), "rodent T2w RARE, issue 26"),
+    ("dv_ratio", "mouse"): ((1.01, 1.10), "FVB/NCrl in vivo templates (dama-lab), 8 mice, measured here "
+                                          "(volume-coil-like); surface coils brighter on top"),
+    ("dv_ratio", "rat"): ((1.01, 1.10), "as mouse; the published RatLesNetV2 needed a near-flat profile"),
+}
+LESION_REFERENCE = {  # lesion volume (mm3) at 24 h by territory class; rounded readings, docs/synthetic.md
+    ("mouse", "striatum"): ((5, 30), "30 min tMCAo, C57BL/6 (reviews; approximate)"),
+    ("mouse", "striatum+cortex"): ((30, 100), "45-60 min tMCAo (reviews; approximate)"),
+    ("mouse", "whole MCA"): ((70, 140), "90+ min tMCAo / pMCAo (reviews; approximate)"),
+    ("rat", "striatum"): ((20, 100), "short tMCAo (reviews; approximate)"),
+    ("rat", "striatum+cortex"): ((100, 350), "60-120 min tMCAo (reviews; approximate)"),
+    ("rat", "whole MCA"): ((250, 500), "pMCAo / long tMCAo (reviews; approximate)"),
+}
+CONTRAST_REFERENCE = {  # lesion / contralateral T2w signal by time point; rounded readings, docs/synthetic.md
+    "2h": (1.0, 1.1), "6h": (1.05, 1.25), "24h": (1.2, 1.6), "48h": (1.25, 1.7), "72h": (1.25, 1.7),
+    "7d": (1.1, 1.4), "14d": (1.05, 1.35), "21d": (1.1, 1.5), "28d": (1.15, 1.7), "35d": (1.2, 1.8),
+}
+
+
+def _world(affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return nib.affines.apply_affine(affine, np.argwhere(mask))
+
+
+def contralateral_ratio(case) -> float:
+    """Mean signal in the lesion / mean signal at its mirror image across the brain's midline (brain voxels)."""
+    lesion = case.label.astype(bool)
+    midline = _world(case.affine, case.brain_mask)[:, 0].mean()
+    mirrored = _world(case.affine, lesion)
+    mirrored[:, 0] = 2 * midline - mirrored[:, 0]
+    index = np.rint(nib.affines.apply_affine(np.linalg.inv(case.affine), mirrored)).astype(int)
+    index = np.clip(index, 0, np.array(case.image.shape) - 1)
+    keep = case.brain_mask[tuple(index.T)] & ~lesion[tuple(index.T)]
+    contra = case.image[tuple(index[keep].T)].astype(float)
+    return float(case.image[lesion].mean() / contra.mean()) if contra.size else float("nan")
+
+
+def snr(case) -> float:
+    """Median brain signal / noise sigma, sigma from the air in the two top corners (Rician: mean = sigma sqrt(pi/2))."""
+    n = max(4, case.image.shape[0] // 10)
+    air = np.concatenate([case.image[:n, :n].ravel(), case.image[-n:, :n].ravel()]).astype(float)
+    sigma = air.mean() / np.sqrt(np.pi / 2)
+    return float(np.median(case.image[case.brain_mask & ~case.label.astype(bool)]) / sigma)
+
+
+def dorsal_ventral(case) -> float:
+    """Median brain signal in its top quarter of rows / its bottom quarter (rows run down, array axis 1)."""
+    rows = np.argwhere(case.brain_mask)[:, 1]
+    low, high = np.percentile(rows, [25, 75])
+    index = np.arange(case.image.shape[1])[None, :, None]
+    brain = case.brain_mask & ~case.label.astype(bool)
+    return float(np.median(case.image[brain & (index <= low)]) / np.median(case.image[brain & (index >= high)]))
+
+
+def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
+    """Per-case figures of a generated cohort, and the cases kept for overlays (first lesion, first sham)."""
+    matrix, n_slices = SIZES[domain]
+    voxel = float(np.prod(domain_spec(domain, matrix=matrix, n_slices=n_slices).spacing))
+    rows, keep = [], {}
+    for case, cohort in generate_cases(domain, n_cases, seed, matrix=matrix, n_slices=n_slices):
+        row = dict(case.info, case_id=case.case_id, group=case.group, cohort=cohort,
+                   brain_mm3=case.brain_mask.sum() * voxel, ventricle_mm3=case.ventricle_mask.sum() * voxel,
+                   lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case))
+        brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
+        row["brain_median"] = float(np.median(brain))
+        if case.group == "MCAo":
+            row["contrast_measured"] = contralateral_ratio(case)
+            row["lesion_q25"] = float(np.percentile(case.image[case.label.astype(bool)], 25)) / row["brain_median"]
+        else:
+            row["sham_values"] = brain / row["brain_median"]
+        rows.append(row)
+        keep.setdefault(case.group, case)
+    return rows, [keep.get("MCAo"), keep.get("sham")]
+
+
+def _summary(values) -> str:
+    values = np.asarray([v for v in values if np.isfinite(v)], float)
+    if not values.size:
+        return "n/a"
+    return f"{np.median(values):.3g} [{values.min():.3g}-{values.max():.3g}] (n={values.size})"
+
+
+def _ref(reference) -> str:
+    return "n/a" if reference is None else f"{reference[0]:g}-{reference[1]:g}"
+
+
+def _inside(values, reference) -> str:
+    if reference is None:
+        return "n/a"
+    values = np.asarray([v for v in values if np.isfinite(v)], float)
+    return f"{np.median(values):.3g} {'in' if reference[0] <= np.median(values) <= reference[1] else 'OUT'}"
+
+
+def table(by_domain: dict[str, list[dict]]) -> list[str]:
+    """The literature table, one row per quantity and species (median [range] of the generated cohort)."""
+    lines = ["| quantity | species | generated: median [min-max] (n) | reference | median inside? | source |",
+             "|---|---|---|---|---|---|"]
+    names = {"brain_mm3": "brain volume (mm3)", "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR",
+             "dv_ratio": "dorsal/ventral brain signal"}
+    for key, name in names.items():
+        for domain, rows in by_domain.items():
+            ref, source = REFERENCE[(key if key != "snr_measured" else "snr", domain)]
+            values = [r[key] for r in rows]
+            lines.append(f"| {name} | {domain} | {_summary(values)} | {_ref(ref)} | {_inside(values, ref)} | {source} |")
+    for domain, rows in by_domain.items():
+        lesions = [r for r in rows if r["group"] == "MCAo"]
+        for territory in ("striatum", "striatum+cortex", "whole MCA"):
+            ref, source = LESION_REFERENCE[(domain, territory)]
+            values = [r["lesion_mm3"] for r in lesions if r["territory"] == territory and r["time_point"] == "24h"]
+            every = [r["lesion_mm3"] for r in lesions if r["territory"] == territory]
+            lines.append(f"| lesion volume at 24 h, {territory} (mm3) | {domain} | {_summary(values)}; all time "
+                         f"points {_summary(every)} | {_ref(ref)} | {_inside(values, ref) if values else 'n/a'} | "
+                         f"{source} |")
+        for occlusion in sorted({r["occlusion_min"] for r in lesions}):
+            values = [r["lesion_mm3"] for r in lesions if r["occlusion_min"] == occlusion]
+            lines.append(f"| lesion volume, {occlusion} min occlusion (mm3) | {domain} | {_summary(values)} | "
+                         f"n/a | n/a | territory mix by occlusion, docs/synthetic.md |")
+        for stage in sorted({r["time_point"] for r in lesions}, key=lambda s: list(CONTRAST_REFERENCE).index(s)):
+            values = [r["contrast_measured"] for r in lesions if r["time_point"] == stage]
+            ref = CONTRAST_REFERENCE[stage]
+            lines.append(f"| lesion/contralateral signal, {stage} | {domain} | {_summary(values)} | {_ref(ref)} | "
+                         f"{_inside(values, ref)} | rounded reading of T2w time courses (Knight 1991; Hoehn-Berlage 1995) at TE "
+                         "about 30-50 ms, not re-read; a longer TE gives a larger ratio |")
+        lines.append(f"| sham brain voxels >= lesion threshold (%) | {domain} | {_sham_fraction(rows)} | n/a | n/a | "
+                     "threshold: median over lesions of each lesion's lower-quartile signal / brain median |")
+    return lines
+
+
+def _sham_fraction(rows: list[dict]) -> str:
+    lesions = [r["lesion_q25"] for r in rows if r["group"] == "MCAo"]
+    shams = [r["sham_values"] for r in rows if r["group"] == "sham"]
+    if not lesions or not shams:
+        return "n/a"
+    threshold = float(np.median(lesions))
+    fractions = [100 * float((s >= threshold).mean()) for s in shams]
+    return f"{_summary(fractions)} at threshold {threshold:.2f} x brain median"
+
+
+def overlay(case, path: Path, title: str) -> Path:
+    """Three coronal slices (front, lesion centre or middle, back), image in grey, the label's outline in red."""
+    z = (int(np.argwhere(case.label)[:, 2].mean()) if case.label.any()
+         else int(np.argwhere(case.brain_mask)[:, 2].mean()))
+    slices = np.argwhere(case.brain_mask)[:, 2]
+    chosen = [int(slices.min() + 0.2 * (slices.max() - slices.min())), z,
+              int(slices.min() + 0.85 * (slices.max() - slices.min()))]
+    figure = Figure(figsize=(9, 3.3), dpi=100)
+    vmax = float(np.percentile(case.image, 99.5))
+    for k, index in enumerate(chosen):
+        ax = figure.add_subplot(1, 3, k + 1)
+        ax.imshow(case.image[:, :, index].T, cmap="gray", vmin=0, vmax=vmax)
+        if case.label[:, :, index].any():
+            ax.contour(case.label[:, :, index].T, levels=[0.5], colors="red", linewidths=0.8)
+        ax.set_title(f"slice {index}", fontsize=8)
+        ax.axis("off")
+    figure.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    figure.savefig(tmp)
+    tmp.replace(path)
+    return path
+
+
+def _cohort_lines(domain: str) -> list[str]:
+    protocols = cohort_protocols(domain_spec(domain))
+    if not protocols:
+        spec = domain_spec(domain)
+        return [f"- {domain}: one protocol: {spec.field_t} T, TR {spec.tr_s} s, TE_eff {spec.te_ms} ms, "
+                f"SNR {1 / spec.noise_sigma:.0f}, coil radius {spec.coil_radius_mm} mm"]
+    return [f"- {domain} cohort {k}: {p.field_t} T, TR {p.tr_s} s, TE_eff {p.te_ms} ms, SNR {p.snr:.0f}, "
+            f"{'surface loop %.0f mm' % p.coil_radius_mm if p.coil_radius_mm < 30 else 'volume coil'}, "
+            f"bias {p.bias_strength:.2f}" for k, p in enumerate(protocols)]
+
+
+_TIMING = """
+import sys, time, numpy as np
+from lesionseg.data.synthetic import domain_spec, synthesize_case
+for domain, (matrix, n_slices) in {sizes!r}.items():
+    spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
+    start = time.perf_counter()
+    for i in range({n}):
+        synthesize_case(spec, "t", np.random.default_rng([99, i]), lesion=i % 4 != 0)
+    print(domain, (time.perf_counter() - start) / {n})
+"""
+
+
+def generation_seconds(checkout: Path, n: int = 6) -> dict[str, float]:
+    """Seconds per scan at the demo's sizes with the generator of ``checkout`` (a subprocess on its code)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(checkout))
+    done = subprocess.run([sys.executable, "-c", _TIMING.format(sizes=SIZES, n=n)], env=env, cwd=checkout,
+                          capture_output=True, text=True, check=True)
+    return {line.split()[0]: float(line.split()[1]) for line in done.stdout.splitlines()}
+
+
+def _timing_lines(baseline: Path | None) -> list[str]:
+    """Interleaved (baseline, this, baseline, this) so that a shared CPU's load hits both alike."""
+    if baseline is None:
+        return []
+    runs = [(name, generation_seconds(path)) for _ in range(2) for name, path in (("before", baseline), ("now", ROOT))]
+    lines = ["## Generation cost (seconds per scan, demo size, interleaved runs in one session)", "",
+             "| species | before (" + str(baseline) + ") | now | ratio |", "|---|---|---|---|"]
+    for domain in SIZES:
+        before = np.mean([t[domain] for name, t in runs if name == "before"])
+        now = np.mean([t[domain] for name, t in runs if name == "now"])
+        lines.append(f"| {domain} | {before:.2f} | {now:.2f} | {now / before:.2f} |")
+    return [*lines, "", "Absolute seconds depend on the load of the shared CPU; the ratio is the figure to read.", ""]
+
+
+def run(out: Path = RESULTS, n_cases: int = 48, seed: int = 4242, baseline: Path | None = None) -> dict:
+    """Generate both cohorts, measure, write ``out`` and the overlays; return the per-case rows."""
+    start = time.perf_counter()
+    by_domain, pictures = {}, []
+    for domain in ("mouse", "rat"):
+        rows, (lesion, sham) = measure(domain, n_cases, seed)
+        by_domain[domain] = rows
+        for case in (lesion, sham):
+            info = case.info
+            title = (f"{domain} {case.group}: {info['field_t']} T, TE {info['te_ms']} ms, SNR {info['snr']:.0f}"
+                     + (f", {info['time_point']}, {info['territory']}, {case.lesion_volume_mm3:.0f} mm3"
+                        if case.group == "MCAo" else "") + (", muscle oedema" if info["muscle_oedema"] else ""))
+            pictures.append(overlay(case, OVERLAYS / f"{domain}_{case.group}.png", title))
+    seconds = time.perf_counter() - start
+    counts = defaultdict(int)
+    for rows in by_domain.values():
+        for r in rows:
+            counts[(r["group"], r["territory"], r["time_point"])] += 1
+    lines = [
+        "# The synthetic world against published and measured figures",
+        "",
+        f"Written by `benchmarks/world.py` (seed {seed}, {n_cases} cases per species at the demo's matrices "
+        f"{SIZES}, 25 % shams, {seconds:.0f} s with a shared 2-core CPU). Generated as `lesionseg synth` does. "
+        "Each row: the generated cohort's median [min-max] and the reference it should meet; sources and how the "
+        "measured references were obtained are in `docs/synthetic.md`. References marked approximate are rounded "
+        "readings of published time courses and reviews, not re-read for this run.",
+        "",
+        "## Cohorts (scanners and protocols; fixed per world, every mouse dataset draws from them)",
+        "",
+        *_cohort_lines("mouse"), *_cohort_lines("rat"),
+        "",
+        "## Literature table",
+        "",
+        *table(by_domain),
+        "",
+        *_timing_lines(baseline),
+        "## Mid-slice overlays (front, lesion centre, back; label outline in red)",
+        "",
+        *[f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})" for p in pictures],
+        "",
+    ]
+    write_text(out, "\n".join(lines))
+    return by_domain
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--n-cases", type=int, default=48)
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout whose generator to time against this one (e.g. the main branch)")
+    args = parser.parse_args(argv)
+    run(args.out, args.n_cases, args.seed, args.baseline)
+    print(args.out.read_text())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""The anatomy layer: head, skull and brain of a rodent as smooth analytic shapes in mm, painted tissue by tissue."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lesionseg.data.synthetic.protocol import Contrast
+from lesionseg.data.synthetic.shapes import Canvas, band, ellipsoid_sd, scaled, smooth_union
+
+if TYPE_CHECKING:
+    from lesionseg.data.synthetic.domains import DomainSpec
+    from lesionseg.data.synthetic.scene import Scene
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """A species' head geometry in mm."""
+
+    brain_semi_axes_mm: tuple[float, float, float]  # cerebrum half-width (L-R), half-length (A-P), half-height (S-I)
+    cortex_mm: float  # dorsal cortical thickness (lateral cortex is thicker)
+    white_matter_mm: float  # corpus callosum / external capsule band
+    ventricle_mm: float  # half-width of the lateral and third ventricles
+    csf_mm: float  # subarachnoid CSF between brain and skull
+    skull_mm: float  # vault thickness (the skull base is thicker)
+    scalp_mm: float  # skin + subcutaneous fat over the vault
+    head_scale: float  # jaw and neck size relative to the brain
+    deform_mm: float  # amplitude of case-to-case shape variation
+    midline_shift_mm: float  # midline shift of the largest lesions
+    fascial_planes: bool = False  # muscle: thin fascial planes (True) or patchy fat between fascicles (False)
+
+
+BRAIN_BOX = ((0.0, -0.05, -0.05), (1.2, 1.62, 1.2))
+
+
+_HEAD_PARTS = (  # name, centre, semi-axes, mirrored left-right pair
+    ("tongue", (0.0, 0.5, -2.6), (0.45, 1.3, 0.55), False),
+    ("mandible", (0.72, 0.2, -2.75), (0.11, 1.5, 0.5), True),
+    ("airway", (0.0, 0.2, -1.45), (0.1, 1.8, 0.1), False),
+    ("ear canal", (0.95, -1.0, -0.65), (0.2, 0.12, 0.12), True),
+    ("nasal cavity", (0.14, 1.75, -0.75), (0.1, 0.55, 0.3), True),
+    ("eye", (0.8, 1.0, -0.45), (0.3, 0.3, 0.3), True),
+    ("lens", (0.95, 1.0, -0.45), (0.14, 0.14, 0.14), True),
+    ("salivary gland", (0.95, -0.55, -2.25), (0.3, 0.7, 0.4), True),
+    ("harderian gland", (0.62, 0.7, -0.75), (0.2, 0.3, 0.25), True),
+)
+
+
+def head_box(an: Anatomy) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Head-frame box (centre, half-size in mm) holding the whole head."""
+    ax, ay, az = an.brain_semi_axes_mm
+    top = 1.1 * az + an.csf_mm + 2.5 * an.skull_mm + an.scalp_mm
+    bottom = -(1.75 + 1.55 * an.head_scale) * az
+    return (0.0, 0.12 * ay, (top + bottom) / 2), (1.5 * ax * an.head_scale, 2.4 * ay, (top - bottom) / 2)
+
+
+def _part_sd(scene: Scene, center, semi, mirrored: bool):
+    """Box and signed distance of an ellipsoid (or a mirrored pair) given in brain semi-axes."""
+    c, r = scaled(center, scene.semi), scaled(semi, scene.semi)
+    box = scene.box((0.0, c[1], c[2]) if mirrored else c, (r[0] + abs(c[0]) if mirrored else r[0], r[1], r[2]))
+    x, y, z = scene.at(box)
+    return box, ellipsoid_sd((np.abs(x) if mirrored else x) - c[0], y - c[1], z - c[2], r)
+
+
+def cerebrum_sd(x, y, z, semi) -> np.ndarray:
+    """The cerebrum: an ellipsoid narrower in front, wider below, flatter on top and bottom in coronal section."""
+    ax, ay, az = semi
+    u = x / ax
+    width = (1 - 0.1 * np.clip(y / ay, -1, 1)) * (1 - 0.08 * z / az)
+    return ellipsoid_sd(x / width, y, z * (1 - 0.22 * u * u), semi)
+
+
+def brain_parts(x, y, z, semi) -> dict[str, np.ndarray]:
+    """Signed distances of the cerebrum, olfactory bulbs, cerebellum, brainstem and their union."""
+    ax, ay, az = semi
+    parts = {
+        "cerebrum": cerebrum_sd(x, y, z, semi),
+        "bulbs": ellipsoid_sd(np.abs(x) - 0.2 * ax, y - 1.2 * ay, z + 0.05 * az, scaled((0.21, 0.3, 0.42), semi)),
+        "cerebellum": ellipsoid_sd(x, y + 1.22 * ay, z - 0.02 * az, scaled((0.62, 0.36, 0.72), semi)),
+        "brainstem": ellipsoid_sd(x, y + 1.0 * ay, z + 0.5 * az, scaled((0.32, 0.75, 0.38), semi)),
+    }
+    k = 0.15 * ax
+    union = smooth_union(smooth_union(parts["cerebrum"], parts["bulbs"], k), parts["cerebellum"], k)
+    parts["union"] = smooth_union(union, parts["brainstem"], k)
+    return parts
+
+
+def _head_sd(scene: Scene, brain_sd: np.ndarray, eyes_sd: np.ndarray, an: Anatomy) -> np.ndarray:
+    """Outline of the head: the vault with its scalp and temporal muscles, the jaw and neck, the eyes."""
+    x, y, z = scene.coords
+    ax, ay, az = scene.semi
+    hs, k = an.head_scale, 0.5 * ax
+    snout = 1 - 0.15 * np.clip(y / ay, 0, 2)  # the head narrows towards the nose
+    upper = ellipsoid_sd(x / snout, y + 0.05 * ay, z + 0.15 * az, (1.42 * ax * hs, 1.5 * ay, 1.3 * az))
+    lower = ellipsoid_sd(x / snout, y + 0.25 * ay, z + 1.75 * az, (1.45 * ax * hs, 2.0 * ay, 1.55 * az * hs))
+    nose = ellipsoid_sd(x, y - 1.6 * ay, z + 0.8 * az, (0.45 * ax, 0.9 * ay, 0.75 * az))
+    vault = brain_sd - (an.csf_mm + an.skull_mm + an.scalp_mm)
+    head = smooth_union(smooth_union(smooth_union(upper, lower, k), nose, k), vault, 0.3 * k)
+    return smooth_union(head, eyes_sd, 0.3 * k)
+
+
+def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainSpec, side: float = 1.0) -> None:
+    """Muscle with fat septa, patchy scalp fat, skin, tongue, jaw bones, airways and eyes: everything outside the skull.
+
+    There are no round fat pads in the jaw: rodent masticatory fat lies in the thin fascial planes between muscles
+    (the septa below). Round pads were in an earlier version, and the published RatLesNetV2 marked them as lesion.
+    """
+    an, co = spec.anatomy, spec.contrast
+    values = {"tongue": 1.3 * co.muscle, "mandible": co.bone, "airway": 0.0, "ear canal": 0.0,
+              "nasal cavity": 0.0, "eye": co.eye, "lens": co.lens, "salivary gland": co.gland,
+              "harderian gland": co.gland}
+    parts = {name: _part_sd(scene, c, s, m) for name, c, s, m in _HEAD_PARTS}
+    head = _head_sd(scene, brain_sd, scene.full(*parts["eye"]), an)
+    texture = scene.pose.texture(scene.rel)
+    skin = 0.25 * an.scalp_mm
+    fascicles = scene.pose.fascicles(scene.rel)
+    if an.fascial_planes:
+        # Real T2w muscle is dark and homogeneous, crossed by thin bright fascial planes: the zero crossings of a
+        # smooth random field are sheets, given a fat fraction that falls off within about a voxel.
+        septa = 0.35 * np.clip(1 - np.abs(fascicles) / 0.12, 0, 1)
+        grain = 0.02
+    else:  # fascicles with patchy fat between them (the rat, as calibrated against the published RatLesNetV2)
+        septa, grain = 0.8 * np.clip(fascicles - 0.9, 0, 0.6), 0.06
+    canvas.paint(head, co.muscle * (1 + grain * texture) + septa * (co.fat - co.muscle))
+    if scene.pose.oedema:
+        _paint_muscle_oedema(canvas, scene, head, side, co.muscle * (1 + scene.pose.oedema))
+    # The rodent scalp is skin over the temporal muscles with little subcutaneous fat: fat only in patches.
+    canvas.paint(band(head, skin, skin + 0.4 * an.scalp_mm * np.clip(texture - 0.7, 0, 1)), co.fat)
+    canvas.paint(band(head, 0.0, skin), co.skin)
+    for name, (box, sd) in parts.items():
+        canvas.paint(sd, values[name], box)
+
+
+def _paint_muscle_oedema(canvas: Canvas, scene: Scene, head: np.ndarray, side: float, value: float) -> None:
+    """Oedema of the temporal muscle on the operated side (``side``: +1 right), inside the head only."""
+    ax, ay, az = scene.semi
+    x, y, z = scene.coords
+    temporalis = ellipsoid_sd(side * x - 1.2 * ax, y + 0.1 * ay, z - 0.05 * az, (0.4 * ax, 0.75 * ay, 0.75 * az))
+    canvas.paint(np.maximum(temporalis, head), value)
+
+
+def paint_skull(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, an: Anatomy, co: Contrast) -> None:
+    """Dark bone (thicker at the skull base) and a thin rim of bright CSF around the brain."""
+    center, half = BRAIN_BOX
+    box = scene.box(scaled(center, scene.semi), np.add(scaled(half, scene.semi), 3 * an.skull_mm + an.csf_mm))
+    sd, z = brain_sd[box], scene.at(box)[2]
+    # Subarachnoid CSF: the dura lies almost on the dorsal cortex of rodents (a few tens of um, well under a
+    # voxel), the basal cisterns are wider (Paxinos and Watson, The Rat Brain in Stereotaxic Coordinates).
+    ventral = 0.2 + 2.3 * np.clip(-0.2 - z / scene.semi[2], 0, 1)
+    csf = an.csf_mm * ventral * np.clip(1 + 0.8 * scene.pose.texture(scene.rel_at(box)), 0, None)  # patchy
+    bone = an.skull_mm * (1 + 1.5 * np.clip(-z / scene.semi[2] - 0.3, 0, 1))
+    canvas.paint(sd - csf - bone, co.bone, box)
+    canvas.paint(sd - csf, co.csf, box)
+
+
+def _paint_hindbrain(canvas: Canvas, box, t, parts, co: Contrast, semi, texture: np.ndarray) -> None:
+    """Olfactory bulbs, cerebellum (folia around a white-matter core) and brainstem."""
+    x, y, z = t
+    ax, ay, az = semi
+    canvas.paint(parts["bulbs"][box], 1.04, box)
+    cerebellum = parts["cerebellum"][box]
+    folia = np.sqrt(x * x + (y + 1.22 * ay) ** 2 + (z + 0.3 * az) ** 2) * np.float32(2 * np.pi / (0.09 * ax))
+    folds = 0.12 * np.clip(1 + cerebellum / (0.2 * ax), 0, 1)  # folia in the outer cerebellum only
+    canvas.paint(cerebellum, 0.97 + folds * np.cos(folia + 2.5 * texture), box)
+    vitae = ellipsoid_sd(x, y + 1.22 * ay, z + 0.1 * az, scaled((0.12, 0.2, 0.3), semi))
+    canvas.paint(vitae - 0.05 * ax * texture, co.white_matter, box)
+    canvas.paint(parts["brainstem"][box], 0.85, box)
+
+
+def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.ndarray, speckle: np.ndarray,
+                ventricle_volume: tuple[float, float] = (1.0, 1.0)):
+    """Cortex, white-matter band, striatum, thalamus, hippocampus, hindbrain and CSF spaces; returns the CSF sd
+    (ventricles and fissure) and the ventricles' sd."""
+    x, y, z = t
+    an, co = spec.anatomy, spec.contrast
+    ax, ay, az = an.brain_semi_axes_mm
+    depth = -cerebrum_sd(x, y, z, an.brain_semi_axes_mm)
+    cortex = an.cortex_mm * (1 + 0.7 * (x / ax) ** 2)
+    # Cortical layers in T2w: cell-sparse layer I a little brighter, the fibre-rich deep layers V-VI a little
+    # darker (a few %; e.g. Boretius et al., NeuroImage 47:1252, 2009, at 9.4 T).
+    relative = np.clip(depth / cortex, 0, 1)
+    layers = 1.0 + 0.025 * np.clip(1 - relative / 0.12, 0, 1) - 0.035 * np.clip((relative - 0.65) / 0.35, 0, 1)
+    canvas.paint(parts["union"][box], layers * (1 + 0.03 * texture), box)
+    _paint_hindbrain(canvas, box, t, parts, co, an.brain_semi_axes_mm, texture)
+    wm = an.white_matter_mm * (1 + 0.8 * np.exp(-((x / (0.25 * ax)) ** 2))) * np.clip((z / az + 0.35) / 0.35, 0, 1)
+    inner = cortex + wm
+    extent = np.maximum(-(y + 0.85 * ay), y - 0.8 * ay)  # white matter and deep grey, front to back
+    # Striatum: grey matter crossed by the dark fibre bundles of the internal capsule; thalamus more myelinated.
+    fibres = 1 + (co.white_matter / co.deep_grey - 1) * np.clip(speckle - 0.8, 0, 1)
+    deep = np.where(y < -0.2 * ay, np.float32(co.thalamus), co.deep_grey * fibres)
+    deep = 1 + (deep - 1) * np.clip((z / az + 0.65) / 0.3, 0, 1)  # fades into the ventral grey matter
+    canvas.paint(np.maximum(inner - depth, extent), deep, box)
+    hippocampus = np.maximum(np.maximum(depth - inner - 0.22 * az, y + 0.25 * ay), 0.05 * az - z)
+    hippocampus = np.maximum(np.maximum(hippocampus, inner - depth), np.abs(x) - 0.7 * ax)
+    canvas.paint(np.maximum(hippocampus, extent), 1.03, box)
+    canvas.paint(np.maximum(band(-depth, cortex, inner), extent), co.white_matter, box)
+    ventricles, fissure = _ventricles_sd(x, y, z, an, inner - depth + 0.5 * an.ventricle_mm, ventricle_volume)
+    ventricles = np.maximum(ventricles, -depth)
+    csf = np.minimum(ventricles, np.maximum(fissure, -depth))
+    canvas.paint(csf, co.csf, box)
+    _paint_vessels(canvas, box, t, an, co)
+    return csf, ventricles
+
+
+# Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the
+# dorsal midline, the middle cerebral arteries over the lateral cortex near the rhinal fissure, the azygos
+# pericallosal artery in the fissure; (x, z) in brain semi-axes, radius in mm at rat size (scaled with the brain).
+_VESSELS = (((0.0, 1.02), 0.22), ((0.93, -0.3), 0.12), ((-0.93, -0.3), 0.12), ((0.0, 0.62), 0.08),
+            ((0.55, -0.85), 0.1), ((-0.55, -0.85), 0.1))
+
+
+def _paint_vessels(canvas: Canvas, box, t, an: Anatomy, co: Contrast) -> None:
+    x, y, z = t
+    ax, ay, az = an.brain_semi_axes_mm
+    size = ax / 7.5
+    along = np.abs(y) - 0.85 * ay
+    for (cx, cz), radius in _VESSELS:
+        tube = np.sqrt((x - cx * ax) ** 2 + (z - cz * az) ** 2) - radius * size
+        canvas.paint(np.maximum(tube, along), co.vessel, box)
+
+
+def _ventricles_sd(x, y, z, an: Anatomy, below_white_matter: np.ndarray, volume=(1.0, 1.0)):
+    """Signed distances of the ventricles (lateral, third, aqueduct) and of the interhemispheric fissure.
+
+    The lateral ventricles are thin tilted slits under the corpus callosum, bent around the striatum; ``volume``
+    (right, left) scales each one's volume, mostly by its width.
+    """
+    ax, ay, az = an.brain_semi_axes_mm
+    length = 0.25 * az
+    top = az - an.cortex_mm - 1.5 * an.white_matter_mm
+    xl, zl = np.abs(x) - 0.24 * ax, z - (top - 1.1 * length)
+    cos, sin = float(np.cos(np.radians(30))), float(np.sin(np.radians(30)))
+    across, along = cos * xl - sin * zl, sin * xl + cos * zl
+    across = across - (0.3 / length) * along * along  # bent into a crescent around the striatum
+    side = np.where(x >= 0, np.float32(volume[0]), np.float32(volume[1]))
+    width, reach = side**0.7, side**0.3
+    lateral = ellipsoid_sd(across / width, y - 0.12 * ay, along / reach, (an.ventricle_mm, 0.35 * ay, length))
+    mean = float(np.sqrt(0.5 * (volume[0] + volume[1])))
+    third = ellipsoid_sd(x, y + 0.4 * ay, z + 0.35 * az, (0.7 * an.ventricle_mm * mean, 0.28 * ay, 0.32 * az))
+    # the cerebral aqueduct: a narrow canal through the midbrain, behind the third ventricle
+    aqueduct = np.maximum(np.sqrt(x * x + (z + 0.2 * az) ** 2) - 1.2 * an.ventricle_mm * mean, np.abs(y + 0.78 * ay)
+                          - 0.17 * ay)
+    fissure = ellipsoid_sd(x, y, z - az, (0.8 * an.ventricle_mm, 0.95 * ay, 1.15 * an.cortex_mm))
+    return np.minimum(np.minimum(np.maximum(lateral, below_white_matter), third), aqueduct), fissure
