@@ -562,7 +562,7 @@ class StudyConfig:
     ``repeats`` lists the repeat indices (``[0, 1]`` for R = 2) because dvc.yaml's ``matrix`` needs a list.
     """
 
-    repeats: list[int] = field(default_factory=lambda: [0, 1])
+    repeats: list[int] = field(default_factory=lambda: [0, 1, 2])
 
 
 @dataclass(frozen=True)
