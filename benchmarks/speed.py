@@ -11,9 +11,12 @@ may be a clone of an older commit with the same data. Figures (one function each
   logging, model logging and registration; the fixed cost = wall - fit.
 - ``dice``: validation Dice of rat pretraining and of one scratch cell, fp32 against bf16, R repeats each,
   interleaved in one process (no MLflow), with a reduced step budget.
-- ``convergence``: scratch at each demo sample size with a long budget (bf16): the step at which the project's
-  convergence rule first holds on validation data.
-Timings swing with the machine's load (it is shared): compare figures measured in one run only.
+- ``convergence``: scratch at each demo sample size with a long budget (bf16): its smoothed validation curve and
+  whether the project's convergence rule holds at the end.
+- ``valprec``: one model's validation Dice scored in fp32 and in bf16.
+Timings swing with the machine's load (it is shared): compare figures measured in one run only. ``profile``
+rewrites the project's params.yaml for its runs (restored after each): run nothing else in that project meanwhile.
+``--render RAW.json ... --md FILE`` rewrites FILE's figures from raw results, keeping the text above its mark.
 """
 from __future__ import annotations
 
