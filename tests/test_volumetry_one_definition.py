@@ -41,7 +41,9 @@ def test_volume_icc_in_mlflow_the_registry_and_test_json_equals_the_report(tmp_p
            "strategy": "full", "freeze_depth": 0, "augment": False}
     write_json(model_dir / "run.json", run)
     table = _per_case()
-    monkeypatch.setattr(E, "score_scans", lambda segmenter, raw_dir, ids: (table, {}))  # no network needed
+    # no network needed: the predictions folder is "written" and scored as this table
+    monkeypatch.setattr(scores, "predict_cases", lambda segmenter, raw_dir, ids, out: out)
+    monkeypatch.setattr(E, "score_folder", lambda pred_dir, ref_dir, case_ids=None: (table, {}))
     monkeypatch.setattr(scores.Segmenter, "from_file", classmethod(lambda cls, path: None))
     layout = Layout.at(tmp_path)
     headline, _ = scores.evaluate_and_log([("full-n8-r0", model_dir)], tmp_path, list(table["case_id"]), layout,
