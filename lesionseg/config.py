@@ -65,7 +65,7 @@ class TrainConfig:
     patch_size: list[int] | None = None  # None: train on whole prepared volumes
     sw_overlap: float = 0.25
     device: str = "auto"  # "auto" picks CUDA when present
-    amp: bool = True  # mixed precision, used on CUDA only
+    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on CPUs with native bf16, fp32 on other CPUs
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
