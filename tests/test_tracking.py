@@ -195,3 +195,16 @@ def test_cli_hides_mlflows_type_hint_warning_and_no_other(tiny_project, tiny_par
     assert (root / "out" / "volumes.csv").exists()
     assert MLFLOW_TYPE_HINT_WARNING not in stderr and "type hint" not in stderr.lower(), stderr
     assert "lesionseg-test: another warning" in stderr and "lesionseg-test: another MLflow colour warning" in stderr
+
+
+def test_study_report_logs_keys_mlflow_would_refuse_under_legal_names(tiny_project, tmp_path):
+    """The report's keys name comparisons and sizes ("n4+8+16", "a/b"); the study run still logs every number."""
+    from lesionseg.tracking.scores import log_study_report
+
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "README.md").write_text("report\n")
+    headline = {"comparisons": {"full vs scratch primary n4+8+16": {"estimate": 0.05}}, "n4": {"a/b": 0.7}}
+    run_id = log_study_report(report_dir, headline, tiny_project)
+    logged = MlflowClient().get_run(run_id).data.metrics
+    assert logged == {"comparisons.full vs scratch primary n4_8_16.estimate": 0.05, "n4.a_b": 0.7}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -56,12 +57,18 @@ def choose_challenger(runs: Sequence[Mapping]) -> Mapping | None:
     return best
 
 
+def metric_name(key: str) -> str:
+    """``key`` as an MLflow metric name: every character MLflow refuses (it allows alphanumerics, ``_ - . : /``
+    and spaces) becomes ``_``, and ``/`` too, so that a report key never opens a folder in the UI."""
+    return re.sub(r"[^A-Za-z0-9_.: -]", "_", key)
+
+
 def log_study_report(report_dir: Path, headline: Mapping, project_root: Path, dvc_exp_name: str = "") -> str:
     """One MLflow "study" run (experiment lesionseg-eval) holding the report's files and headline numbers."""
     experiment_id = store.ensure_experiment(store.EXPERIMENTS["report"], project_root)
     with mlflow.start_run(experiment_id=experiment_id, run_name="study-report") as run:
         mlflow.set_tags({"kind": "study", **lineage.git_tags(project_root), **lineage.dvc_tags("report", dvc_exp_name)})
-        numbers = {k.replace("/", "_"): v for k, v in flatten(headline).items() if isinstance(v, (int, float))}
+        numbers = {metric_name(k): v for k, v in flatten(headline).items() if isinstance(v, (int, float))}
         mlflow.log_metrics({k: float(v) for k, v in numbers.items()})
         mlflow.log_artifacts(str(report_dir), artifact_path="report")
         return run.info.run_id
