@@ -208,3 +208,31 @@ def test_study_report_logs_keys_mlflow_would_refuse_under_legal_names(tiny_proje
     run_id = log_study_report(report_dir, headline, tiny_project)
     logged = MlflowClient().get_run(run_id).data.metrics
     assert logged == {"comparisons.full vs scratch primary n4_8_16.estimate": 0.05, "n4.a_b": 0.7}
+
+
+def _connect_after(barrier, project, uri, results):
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    barrier.wait()
+    try:
+        store.connect(project)
+        results.put("ok")
+    except TrackingError as err:
+        results.put(str(err))
+
+
+def test_stages_that_start_together_share_a_new_sqlite_store(tmp_path):
+    """A parallel study's first stages touch a store that does not exist yet: each process's first access creates
+    the schema, and only one may do so at a time (MLflow alone fails with "_alembic_tmp_experiments already exists")."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(4), context.Queue()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    workers = [context.Process(target=_connect_after, args=(barrier, tmp_path, uri, results)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+    assert sorted(results.get(timeout=5) for _ in workers) == ["ok"] * 4

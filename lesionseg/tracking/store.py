@@ -1,9 +1,12 @@
 """Where runs go: the tracking URI, experiments, and a reachability check with a one-line error."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 from mlflow.data.dataset import Dataset
@@ -58,7 +61,8 @@ def connect(project_root: str | Path) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)  # the registry follows the store (and replaces one an earlier connect() set)
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with _schema_lock(uri):
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as err:  # MLflow raises several types for network/DB failures
         refused = permission_error(err, uri)
         if refused:
@@ -68,6 +72,24 @@ def connect(project_root: str | Path) -> str:
             f"MLflow tracking store {uri} is unreachable ({reason}); start the server or fix MLFLOW_TRACKING_URI"
         ) from None
     return uri
+
+
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """Hold a lock file beside a SQLite store while touching it first: MLflow creates or migrates the schema on a
+    process's first access, and two stages that start together (a parallel study) would both run that migration
+    ("table _alembic_tmp_experiments already exists"). MLflow has no such lock of its own; a server store needs none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(name: str, project_root: str | Path) -> str:
