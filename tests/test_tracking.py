@@ -96,6 +96,7 @@ def test_import_weights_registers_the_published_checkpoint(tiny_project, capsys)
     from pathlib import Path
 
     from lesionseg.cli import main
+    from lesionseg.tracking.import_weights import weights_sha256
 
     published = next((p / "shared/pretrained/ratlesnetv2-heterogeneous-model-1"
                       for p in Path(__file__).resolve().parents
@@ -105,7 +106,8 @@ def test_import_weights_registers_the_published_checkpoint(tiny_project, capsys)
     assert main(["import-weights", str(published), "--arch", "ratlesnetv2", "--project", str(tiny_project)]) == 0
     assert "114 matched, 0 missing" in capsys.readouterr().out
     version = MlflowClient().get_model_version("ratlesnetv2-rat", "1")
-    assert version.tags["origin"] == "imported" and len(version.tags["source_md5"]) == 32
+    assert version.tags["origin"] == "imported"
+    assert version.tags["pretrained_sha256"] == weights_sha256(published)  # names the file exactly (64 hex digits)
     bad = tiny_project / "not-weights.pt"
     bad.write_bytes(b"junk")
     assert main(["import-weights", str(bad), "--project", str(tiny_project)]) == 1
