@@ -83,9 +83,16 @@ def test_synth_bruker_then_import_gives_synths_nifti(tmp_path):
         _assert_same_scan(got / "labelsTr" / record.label.name, *_nifti(record.label))
     assert _groups(got) == _groups(expected) and len(validate_dataset(got)) == 3
     manifest = (got / "manifests" / "mouse_001.json").read_text()
-    for field in ('"scan_id": 1', '"protocol": "T2_TurboRARE"', '"field_strength_t": 7.0', '"echo_time_ms": 33.0',
-                  '"subject_type": "Quadruped"', '"brkraw_version": "0.5.7"', '"1/pdata/1/2dseq": "'):
+    for field in ('"scan_id": 1', '"protocol": "T2_TurboRARE"', '"subject_type": "Quadruped"',
+                  '"brkraw_version": "0.5.7"', '"1/pdata/1/2dseq": "'):
         assert field in manifest
+    # the headers carry the protocol each mouse was generated with: its cohort's field and effective TE
+    meta = json.loads((expected / "dataset.json").read_text())["generator"]
+    for case_id in ("mouse_000", "mouse_001", "mouse_002"):
+        cohort = meta["cohorts"][meta["case_cohort"][case_id]]
+        scanned = json.loads((got / "manifests" / f"{case_id}.json").read_text())
+        assert (scanned["echo_time_ms"], scanned["field_strength_t"]) == \
+            pytest.approx((cohort["te_ms"], cohort["field_t"]))
 
 
 # (orientation, permutation of the coronal array's axes, byte order, slice gap, where the slice axis comes from):

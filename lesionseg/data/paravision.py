@@ -22,7 +22,7 @@ from typing import Mapping
 import numpy as np
 
 from lesionseg.data.dataset import read_cases
-from lesionseg.data.io import atomic_dir, read_volume, write_text
+from lesionseg.data.io import atomic_dir, read_json, read_volume, write_text
 
 PV_VERSION = "6.0.1"
 STUDY_DATE = 1767225600  # 2026-01-01T00:00Z, fixed so that the same image gives the same files
@@ -66,19 +66,41 @@ def synthesize_studies(domain: str, n_cases: int, seed: int, out_dir: str | Path
 
     with tempfile.TemporaryDirectory(prefix="lesionseg-synth-") as scratch:
         raw = synthesize_dataset(domain, n_cases, seed, Path(scratch) / "raw", **dataset_args)
-        return dataset_to_studies(raw, out_dir, byte_order=byte_order)
+        return dataset_to_studies(raw, out_dir, byte_order=byte_order, acquisitions=synthetic_acquisitions(raw, domain))
 
 
-def dataset_to_studies(raw_dir: str | Path, out_dir: str | Path, *, byte_order: str = "little") -> Path:
-    """Write each case of an nnU-Net raw dataset as a ParaVision study ``out_dir/CASE_1_1``, its label as
-    ``out_dir/labels/CASE.nii.gz`` and the groups as ``out_dir/labels/cases.csv``; the folder appears complete."""
+def synthetic_acquisitions(raw_dir: str | Path, domain: str) -> dict[str, Acquisition]:
+    """What the scanner would record for each case of a synthetic dataset: its cohort's field, TR and effective TE
+    (``dataset.json``: ``generator.cohorts`` and ``generator.case_cohort``), or the domain's one protocol. The echo
+    spacing is a third of the effective TE (k-space centre on the third echo, as the default 33 / 11 ms)."""
+    from lesionseg.data.synthetic import domain_spec
+
+    meta = read_json(Path(raw_dir) / "dataset.json").get("generator", {})
+    spec = domain_spec(domain)
+    protocols = {None: {"field_t": spec.field_t, "tr_s": spec.tr_s, "te_ms": spec.te_ms},
+                 **dict(enumerate(meta.get("cohorts", [])))}
+    out = {}
+    for case in read_cases(raw_dir):
+        protocol = protocols[meta.get("case_cohort", {}).get(case.case_id)]
+        out[case.case_id] = Acquisition(echo_time_ms=protocol["te_ms"], echo_spacing_ms=round(protocol["te_ms"] / 3, 3),
+                                        repetition_time_ms=protocol["tr_s"] * 1000.0,
+                                        field_strength_t=protocol["field_t"])
+    return out
+
+
+def dataset_to_studies(raw_dir: str | Path, out_dir: str | Path, *, byte_order: str = "little",
+                       acquisitions: Mapping[str, Acquisition] | None = None) -> Path:
+    """Write each case of an nnU-Net raw dataset as a ParaVision study ``out_dir/CASE_1_1`` (with its
+    ``acquisitions`` entry, else the default :class:`Acquisition`), its label as ``out_dir/labels/CASE.nii.gz``
+    and the groups as ``out_dir/labels/cases.csv``; the folder appears complete."""
     cases = read_cases(raw_dir)
+    acquisitions = acquisitions or {}
     with atomic_dir(out_dir) as tmp:
         (tmp / "labels").mkdir()
         for case in cases:
             volume = read_volume(case.image)
             write_study(tmp / f"{case.case_id}_1_1", volume.data, volume.affine, subject_id=case.case_id,
-                        byte_order=byte_order)
+                        acquisition=acquisitions.get(case.case_id, Acquisition()), byte_order=byte_order)
             shutil.copyfile(case.label, tmp / "labels" / f"{case.case_id}.nii.gz")
         rows = "".join(f"{case.case_id},{case.group}\n" for case in cases)
         write_text(tmp / "labels" / "cases.csv", "case_id,group\n" + rows)
