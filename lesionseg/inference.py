@@ -1,7 +1,7 @@
 """Load a trained model and segment scans: prepared volumes, or raw NIfTI mapped back to their own grid."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from lesionseg.data.io import Volume, read_volume, write_text, write_volume
 from lesionseg.data.preprocess import prepare_volume, restore_to_input
 from lesionseg.networks import build_network
+from lesionseg.postprocess import remove_small_lesions
 from lesionseg.training.engine import predict_volume
 from lesionseg.training.fit import load_checkpoint
 
@@ -40,19 +41,24 @@ class Segmenter:
     model: torch.nn.Module
     roi_size: list[int]
     preprocessing: dict[str, Any]  # target_spacing, shape, clip_percentiles, crop (from the prepared manifest)
+    postprocessing: dict[str, Any] = field(default_factory=dict)  # min_lesion_mm3, chosen on validation data
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Segmenter":
         """Load a ``model.pt`` written by a training stage."""
         model, roi_size = load_model_file(path)
-        return cls(model, roi_size, dict(load_checkpoint(Path(path))["preprocessing"]))
+        payload = load_checkpoint(Path(path))
+        return cls(model, roi_size, dict(payload["preprocessing"]), dict(payload.get("postprocessing") or {}))
 
     def segment(self, volume: Volume) -> np.ndarray:
-        """uint8 lesion mask of ``volume``'s shape, in its voxel grid (any orientation and spacing)."""
+        """uint8 lesion mask of ``volume``'s shape, in its voxel grid (any orientation and spacing), without the
+        lesion components smaller than the model's ``min_lesion_mm3`` (chosen on its validation data)."""
         p = self.preprocessing
         image, _, affine = prepare_volume(volume, None, target_spacing=p["target_spacing"], shape=p["shape"],
                                           clip_percentiles=tuple(p["clip_percentiles"]), crop=p.get("crop", "head"))
-        return restore_to_input(predict_mask(self.model, image, self.roi_size), affine, volume)
+        mask = restore_to_input(predict_mask(self.model, image, self.roi_size), affine, volume)
+        return remove_small_lesions(mask, float(self.postprocessing.get("min_lesion_mm3", 0.0)),
+                                    float(np.prod(volume.spacing)))
 
 
 def predict_files(segmenter: Segmenter, inputs: Sequence[str | Path], out_dir: str | Path,

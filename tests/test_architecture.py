@@ -14,10 +14,11 @@ from conftest import ROOT, TINY_PARAMS
 
 PACKAGE = ROOT / "lesionseg"
 # Lower layers never import higher ones. evaluation.metrics is pure maths on arrays and sits with data, so
-# that training can score validation with the same Dice the evaluation reports.
+# that training can score validation with the same Dice the evaluation reports; postprocess (lesion components
+# on arrays) sits there too, so that tracking chooses it and inference applies it with one definition.
 LAYERS = [
     {"errors", "arm", "config", "layout", "supervisor"},
-    {"data", "evaluation.metrics"},
+    {"data", "evaluation.metrics", "postprocess"},
     {"evaluation"},  # scores folders of segmentations: never runs a network (so never imports inference)
     {"networks"},
     {"training"},

@@ -1,5 +1,8 @@
 """A tiny fine-tune logged to a real MLflow SQLite store: params, per-epoch metrics, tags, model, registry."""
 import dataclasses
+import json
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -10,6 +13,7 @@ from conftest import cell_spec, ctx, source_spec
 from lesionseg.tracking import store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.registry import TARGET_MODEL
+from lesionseg.training.fit import load_checkpoint as torch_load
 
 
 def _metric_steps(client, run_id, key):
@@ -42,6 +46,13 @@ def test_pretrain_then_partial_finetune_logs_everything(tiny_project, tiny_param
     inputs = run.inputs.dataset_inputs
     assert inputs and inputs[0].dataset.name == "mouse-train-n4"
     assert "curves/history.tsv" in [a.path for a in client.list_artifacts(run.info.run_id, "curves")]
+    # post-processing chosen on the run's validation cases travels with the weights and is logged
+    chosen = client.download_artifacts(run.info.run_id, "postprocessing.json")
+    decision = json.loads(Path(chosen).read_text())
+    assert decision["chosen_on"] == "validation" and params["min_lesion_mm3"] == str(decision["min_lesion_mm3"])
+    assert run.data.metrics["val_dice_postprocessed"] == max(decision["mean_val_score_by_min_lesion_mm3"].values())
+    weights = torch_load(root / "models/finetune/x/model.pt")
+    assert weights["postprocessing"] == {"min_lesion_mm3": decision["min_lesion_mm3"], "chosen_on": "validation"}
     version = client.get_model_version(TARGET_MODEL, result["version"])
     assert version.tags["strategy"] == "partial" and version.tags["run_id"] == result["run_id"]
     assert version.tags["repeat"] == "0" and version.tags["converged"] == tags["converged"]

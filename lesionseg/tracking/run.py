@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 import torch
 
@@ -18,11 +19,12 @@ from lesionseg.data.io import read_json, write_json, write_text
 from lesionseg.data.preprocess import image_digest, load_manifest, load_prepared_case
 from lesionseg.errors import TrackingError
 from lesionseg.layout import Layout
+from lesionseg.postprocess import choose_min_lesion_volume
 from lesionseg.tracking import lineage, registry, store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.context import RunContext
 from lesionseg.tracking.pyfunc import log_pyfunc_model
-from lesionseg.training.engine import build_loss
+from lesionseg.training.engine import build_loss, predict_volume, selection_dice
 from lesionseg.training.fit import BEST, FitState, fit, load_checkpoint, save_checkpoint
 from lesionseg.training.setup import TrainingSetup, setup_training
 from lesionseg.training.spec import RunSpec
@@ -75,10 +77,30 @@ def _train_in_run(spec: RunSpec, setup: TrainingSetup, run_id: str, *, resumed: 
     state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train, checkpoint_dir,
                 roi_size=setup.roi_size, callbacks=[MlflowCallback(run_id)], resume=resumed, progress=progress)
     setup.model.load_state_dict(load_checkpoint(checkpoint_dir / BEST)["model"])
+    postprocessing = choose_postprocessing(spec, setup)
     result = _finish_run(spec, setup.model, setup.roi_size, state, out_dir, register_as, run_id,
-                         {**tags, **run_lineage})
+                         {**tags, **run_lineage}, postprocessing)
     write_json(checkpoint_dir / "run.json", {**marker, "finished": True})
     return result
+
+
+def choose_postprocessing(spec: RunSpec, setup: TrainingSetup) -> dict[str, Any]:
+    """The smallest lesion component the model keeps, chosen on its validation cases with the best weights
+    (:mod:`lesionseg.postprocess`); logged as param ``min_lesion_mm3`` and metric ``val_dice_postprocessed``."""
+    device = next(setup.model.parameters()).device
+    predictions, labels = [], []
+    for item in setup.val_items:
+        prob = predict_volume(setup.model, torch.as_tensor(item["image"])[None], setup.roi_size, device,
+                              overlap=spec.train.sw_overlap, amp=spec.train.amp)
+        predictions.append((prob[0] > 0.5).cpu().numpy().astype(np.uint8))
+        labels.append(np.asarray(item["label"][0]) > 0.5)
+    voxel_mm3 = float(np.prod(load_manifest(spec.prepared_dir)["target_spacing"]))
+    chosen, means = choose_min_lesion_volume(predictions, labels, voxel_mm3, selection_dice)
+    mlflow.log_param("min_lesion_mm3", chosen)
+    mlflow.log_metric("val_dice_postprocessed", means[chosen])
+    mlflow.log_dict({"chosen_on": "validation", "min_lesion_mm3": chosen,
+                     "mean_val_score_by_min_lesion_mm3": means}, "postprocessing.json")
+    return {"min_lesion_mm3": chosen, "chosen_on": "validation"}
 
 
 def lineage_tags(spec: RunSpec, context: RunContext) -> dict[str, str]:
@@ -141,7 +163,8 @@ def case_digests(spec: RunSpec) -> dict[str, dict[str, str]]:
 
 
 def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, state: FitState, out_dir: Path,
-                register_as: str | None, run_id: str, tags: dict[str, str]) -> dict[str, Any]:
+                register_as: str | None, run_id: str, tags: dict[str, str],
+                postprocessing: dict[str, Any]) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     tsv = pd.DataFrame(state.history).to_csv(sep="\t", index=False, float_format="%.6g")
     write_text(out_dir / "history.tsv", tsv)
@@ -149,14 +172,15 @@ def _finish_run(spec: RunSpec, model: torch.nn.Module, roi_size, state: FitState
     manifest = load_manifest(spec.prepared_dir)
     preprocessing = {k: manifest[k] for k in ("target_spacing", "shape", "clip_percentiles", "crop") if k in manifest}
     save_checkpoint(out_dir / "model.pt", {"model": model.state_dict(), "network": spec.network, "arch": spec.model,
-                                           "roi_size": list(roi_size), "preprocessing": preprocessing})
+                                           "roi_size": list(roi_size), "preprocessing": preprocessing,
+                                           "postprocessing": postprocessing})
     model_info = log_pyfunc_model(str(out_dir / "model.pt"))  # one logged model: the pyfunc wraps the network
     result: dict[str, Any] = {
         "run_id": run_id, "run_name": spec.run_name, "model_uri": model_info.model_uri,
         "best_val_dice": state.best_val_dice, "best_epoch": state.best_epoch, "best_step": state.best_step,
         "steps_run": state.step, "budget_steps": spec.train.budget_steps, "converged": state.converged,
         "epochs_run": state.epoch, **spec.arm.fields(), "sample_size": spec.sample_size, "repeat": spec.repeat,
-        "lr": spec.train.lr,
+        "lr": spec.train.lr, "min_lesion_mm3": postprocessing["min_lesion_mm3"],
         "roi_size": list(roi_size),
     }
     if register_as:

@@ -1,0 +1,102 @@
+"""Choose the demo's training budget on validation data: the budget at which RatLesNetV2 from scratch converges.
+
+Issue 28: every arm gets the budget at which scratch converges at each sample size, chosen on validation (never
+test) data. For each candidate budget (epochs x ``train.iterations_per_epoch`` steps, the poly schedule spanning
+it) and each sample size and repeat, this trains the scratch arm exactly as the ``scratch`` stage does (same
+params, early stopping on ``train.patience_steps``) on the target's train subset, validates on its validation
+split, and applies the project's convergence rule (:func:`lesionseg.training.fit.converged`). The chosen budget
+is the smallest candidate at which every run converged.
+
+Run by hand in a project whose ``dvc repro subsets`` has run (this reads only data/processed, data/splits and
+subsets/), then copy the chosen epochs into params.yaml::
+
+    python benchmarks/budget.py --project CLONE --epochs 10 20 30 --repeats 0 1 --md benchmarks/results_budget.md
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def scratch_run(project: Path, sample_size: int, repeat: int, epochs: int, threads: int) -> dict:
+    """One scratch cell at ``epochs`` epochs (validation data only): where it stopped and whether it converged."""
+    import torch
+
+    from lesionseg.config import load_config
+    from lesionseg.layout import Layout
+    from lesionseg.training.engine import build_loss
+    from lesionseg.training.fit import fit
+    from lesionseg.training.setup import setup_training
+    from lesionseg.training.spec import finetune_spec
+
+    torch.set_num_threads(threads)
+    cfg, layout = load_config(project / "params.yaml"), Layout.at(project)
+    model = cfg.finetune.models[0]
+    train = dataclasses.replace(cfg.train_for("finetune"), epochs=epochs, num_threads=threads)
+    spec = finetune_spec(model, "scratch", sample_size, "noaug", network=cfg.networks.of(model), train=train,
+                         finetune=cfg.finetune, target=cfg.data.role("target"), layout=layout, repeat=repeat)
+    setup = setup_training(spec)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        state = fit(setup.model, build_loss(spec.train.loss), setup.loader, setup.val_items, spec.train, tmp,
+                    roi_size=setup.roi_size, progress=False)
+    return {"n": sample_size, "repeat": repeat, "budget": spec.train.budget_steps, "steps_run": state.step,
+            "best_step": state.best_step, "stopped_early": state.stopped_early, "converged": state.converged,
+            "best_val_dice_ema": round(state.best_val_dice, 4), "seconds": round(time.perf_counter() - started, 1),
+            "ema": [round(h["val_dice_ema"], 3) for h in state.history]}
+
+
+def render(rows: list[dict], chosen: int | None, command: str) -> str:
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines = ["# The demo's training budget, chosen on validation data (issue 28)", "",
+             f"Written by `{command}` (load average at the end {load}). Scratch RatLesNetV2 as the `scratch` stage "
+             "trains it, early stopping included; validation split only. Converged: the project's rule "
+             "(`lesionseg.training.fit.converged`).", "",
+             "| budget (steps) | n | repeat | steps run | best step | stopped early | converged | best val Dice (EMA) "
+             "| s | val Dice EMA per epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['budget']} | {r['n']} | {r['repeat']} | {r['steps_run']} | {r['best_step']} | "
+              f"{r['stopped_early']} | {r['converged']} | {r['best_val_dice_ema']:.3f} | {r['seconds']} | "
+              f"{' '.join(map(str, r['ema']))} |" for r in rows]
+    verdict = (f"**Chosen: {chosen} steps**, the smallest candidate at which every scratch run converged."
+               if chosen else "**No candidate budget made every scratch run converge.**")
+    return "\n".join(lines + ["", verdict, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, nargs="+", required=True, help="candidate budgets, in epochs")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="default: subsets.sizes")
+    parser.add_argument("--repeats", type=int, nargs="+", default=[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--md", type=Path, default=None)
+    args = parser.parse_args()
+    os.chdir(args.project)
+    import yaml
+
+    sizes = args.sizes or yaml.safe_load((args.project / "params.yaml").read_text())["subsets"]["sizes"]
+    rows, chosen = [], None
+    for epochs in sorted(args.epochs):
+        batch = []
+        for n in sizes:
+            for r in args.repeats:
+                batch.append(scratch_run(args.project, n, r, epochs, args.threads))
+                print(batch[-1], flush=True)
+        rows += batch
+        if all(r["converged"] for r in batch):
+            chosen = batch[0]["budget"]
+            break
+    text = render(rows, chosen, "python benchmarks/budget.py " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
+        if v is not None and k not in ("project", "md")))
+    if args.md:
+        args.md.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
