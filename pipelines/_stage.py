@@ -52,7 +52,8 @@ def process_seconds() -> float:  # since the kernel created this process (/proc)
 def run(main) -> None:  # errors a user caused (errors.user_error_line), and a 401/403 from an authenticated MLflow server, print as one line
     try:
         main()
-        _DONE.append(True)  # only a success skips the teardown; an error exits the usual way, with its code
+        if getattr(main, "__module__", None) == "__main__":  # a stage's process, not a test calling run() in its own
+            _DONE.append(True)  # only a success skips the teardown; an error exits the usual way, with its code
     except Exception as err:
         from lesionseg.tracking.refusals import permission_error
         line = user_error_line(err) or permission_error(err)

@@ -39,3 +39,10 @@ def test_a_stage_that_succeeds_runs_every_atexit_handler_and_one_that_fails_keep
     flag.unlink()
     failed = subprocess.run([sys.executable, "-c", code, "fail"], capture_output=True, text=True)
     assert failed.returncode == 1 and flag.read_text() == "ok"
+
+
+def test_run_called_inside_another_program_leaves_its_exit_to_it():
+    """A test (or any program) that calls run() with a main of its own module keeps its own exit and exit code."""
+    code = STAGE + "import types; f = types.FunctionType((lambda: None).__code__, {}); f.__module__ = 'other'\n" \
+                   "_stage.run(f); sys.exit(3)\n"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 3
