@@ -27,28 +27,33 @@ def load_model_file(path: str | Path, device: torch.device | str = "cpu") -> tup
 
 
 def predict_mask(model: torch.nn.Module, image: np.ndarray, roi_size: list[int], *,
-                 device: torch.device | str = "cpu", threshold: float = 0.5) -> np.ndarray:
-    """Binary (uint8) lesion mask for one prepared 3D image."""
+                 device: torch.device | str = "cpu", threshold: float = 0.5, amp: bool = False) -> np.ndarray:
+    """Binary (uint8) lesion mask for one prepared 3D image, under ``torch.inference_mode``; ``amp``: the
+    training path's mixed precision (:func:`lesionseg.training.precision.resolve_precision`), fp32 without it."""
     tensor = torch.as_tensor(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    prob = predict_volume(model, tensor, roi_size, torch.device(device))
+    prob = predict_volume(model, tensor, roi_size, torch.device(device), amp=amp)
     return (prob[0] > threshold).cpu().numpy().astype(np.uint8)
 
 
 @dataclass
 class Segmenter:
-    """A trained network plus the preprocessing it was trained with: raw scan in, mask on its grid out."""
+    """A trained network plus the preprocessing it was trained with: raw scan in, mask on its grid out.
+    ``amp``: predict with the mixed precision the model was trained with (``train.amp``: bf16 on CPUs with
+    native bf16, fp16 on CUDA), as validation did; fp32 without it."""
 
     model: torch.nn.Module
     roi_size: list[int]
     preprocessing: dict[str, Any]  # target_spacing, shape, clip_percentiles, crop (from the prepared manifest)
     postprocessing: dict[str, Any] = field(default_factory=dict)  # min_lesion_mm3, chosen on validation data
+    amp: bool = False
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Segmenter":
+    def from_file(cls, path: str | Path, *, amp: bool = False) -> "Segmenter":
         """Load a ``model.pt`` written by a training stage."""
         model, roi_size = load_model_file(path)
         payload = load_checkpoint(Path(path))
-        return cls(model, roi_size, dict(payload["preprocessing"]), dict(payload.get("postprocessing") or {}))
+        return cls(model, roi_size, dict(payload["preprocessing"]), dict(payload.get("postprocessing") or {}),
+                   amp=amp)
 
     def segment(self, volume: Volume) -> np.ndarray:
         """uint8 lesion mask of ``volume``'s shape, in its voxel grid (any orientation and spacing), without the
@@ -56,7 +61,7 @@ class Segmenter:
         p = self.preprocessing
         image, _, affine = prepare_volume(volume, None, target_spacing=p["target_spacing"], shape=p["shape"],
                                           clip_percentiles=tuple(p["clip_percentiles"]), crop=p.get("crop", "head"))
-        mask = restore_to_input(predict_mask(self.model, image, self.roi_size), affine, volume)
+        mask = restore_to_input(predict_mask(self.model, image, self.roi_size, amp=self.amp), affine, volume)
         return remove_small_lesions(mask, float(self.postprocessing.get("min_lesion_mm3", 0.0)),
                                     float(np.prod(volume.spacing)))
 

@@ -14,7 +14,7 @@ def main() -> None:
     store.connect(LAYOUT.root)
     models = trained_model_dirs(LAYOUT.finetune_root, LAYOUT.tuned_root)
     headline, runs = evaluate_and_log(models, LAYOUT.resolve(cfg.data.role("target").raw), test_ids, LAYOUT,
-                                      n_overlays=cfg.evaluate.n_overlays)
+                                      n_overlays=cfg.evaluate.n_overlays, amp=cfg.train_for("finetune").amp)
     for name, m in headline.items():
         print(f"evaluate: {name}: dice_lesion {m['dice_lesion']:.3f}, sham_fp_rate {m['sham_fp_rate']:.2f}, "
               f"hd95_mm {m['hd95_mm']:.2f}")

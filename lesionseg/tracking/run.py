@@ -143,6 +143,7 @@ def log_run_start(spec: RunSpec, model_info: dict, lineage_tags: dict[str, str],
         **spec.arm.tags(), "sample_size": str(spec.sample_size or ""), "repeat": str(spec.repeat),
         "budget_steps": str(spec.train.budget_steps),
         "frozen_blocks": ",".join(model_info["frozen_blocks"]),
+        "fingerprint": spec.fingerprint(),  # what resume matches (checkpoints/run.json): spec, data, precision
     }
     if "pretrained_load" in model_info:
         tags["pretrained_load"] = model_info["pretrained_load"]

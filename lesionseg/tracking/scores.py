@@ -1,6 +1,7 @@
 """Test results back into the training run and onto its registered version; the challenger alias."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -84,18 +85,25 @@ def score_scans(segmenter: Segmenter, raw_dir: Path, case_ids: Sequence[str]) ->
         return score_folder(predictions, raw_dir, case_ids)
 
 
+def at_precision(segmenter, amp: bool):
+    """``segmenter`` predicting with ``amp`` when it is a :class:`Segmenter`; any other object with a
+    ``segment`` method (a tool's stand-in) as it is."""
+    return dataclasses.replace(segmenter, amp=amp) if isinstance(segmenter, Segmenter) else segmenter
+
+
 def evaluate_and_log(models: Sequence[tuple[str, Path]], raw_dir: Path, test_ids: Sequence[str], layout: Layout,
-                     *, n_overlays: int = 2) -> tuple[dict[str, dict], list[dict]]:
+                     *, n_overlays: int = 2, amp: bool = False) -> tuple[dict[str, dict], list[dict]]:
     """Each ``(name, model_dir)``: segment the raw test scans on their own grids into ``predictions/<name>/``, score
     that folder against the labels (per-case CSV, summary JSON and overlays under the layout), log them into the
-    model's run; returns the headline numbers per name and the runs' run.json."""
+    model's run; returns the headline numbers per name and the runs' run.json. ``amp``: the ``train.amp`` the
+    models were trained with, so that test predictions take validation's path (same precision, inference mode)."""
     headline, runs = {}, []
     for name, model_dir in models:
         run_info = read_json(model_dir / "run.json")
         files = {"csv": layout.test_metrics_dir / f"{name}.csv", "json": layout.test_metrics_dir / f"{name}.json",
                  "overlays": layout.overlays_dir / name}
-        predictions = predict_cases(Segmenter.from_file(model_dir / "model.pt"), raw_dir, test_ids,
-                                    layout.predictions_dir(name))
+        segmenter = at_precision(Segmenter.from_file(model_dir / "model.pt"), amp)
+        predictions = predict_cases(segmenter, raw_dir, test_ids, layout.predictions_dir(name))
         _, summary = evaluate_folder(predictions, raw_dir, case_ids=test_ids, per_case_csv=files["csv"],
                                      summary_json=files["json"], images_dir=raw_dir, overlay_dir=files["overlays"],
                                      n_overlays=n_overlays, title=name)

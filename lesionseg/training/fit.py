@@ -26,6 +26,13 @@ from lesionseg.training.precision import FP16, resolve_precision
 LAST = "last.pt"
 BEST = "best.pt"
 PLATEAU_TOLERANCE = 0.01  # val Dice gained in the last quarter of a run that still counts as a plateau
+_STEPS_AND_VALIDATION_SECONDS = [0.0]  # this process's total, over every fit (a tuning study runs several)
+
+
+def steps_and_validation_seconds() -> float:
+    """Seconds this process has spent in training steps and validation passes, over every :func:`fit` so
+    far; a stage's wall time minus this is its fixed cost (imports, store, logging, registration)."""
+    return _STEPS_AND_VALIDATION_SECONDS[0]
 
 
 @dataclass
@@ -165,8 +172,10 @@ def _run_epoch(model, loss_fn, optimizer, scheduler, scaler, loader, val_items, 
                                         scheduler=scheduler, progress=bars, amp=config.amp)
     train_seconds = time.perf_counter() - started
     val = evaluate(model, val_items, roi_size, device, overlap=config.sw_overlap, amp=config.amp)
+    seconds = time.perf_counter() - started
+    _STEPS_AND_VALIDATION_SECONDS[0] += seconds
     return {"train_loss": train_loss, "val_dice": val["val_dice"], "lr": lr, "epoch_seconds": train_seconds,
-            "val_seconds": time.perf_counter() - started - train_seconds, "steps": steps}
+            "val_seconds": seconds - train_seconds, "steps": steps}
 
 
 def smoothed(previous: float | None, value: float, weight: float) -> float:

@@ -9,7 +9,6 @@ import torch
 from lesionseg.networks.transfer import build_for_strategy
 from lesionseg.training.engine import resolve_device
 from lesionseg.training.loaders import load_items, train_loader
-from lesionseg.training.precision import resolve_precision
 from lesionseg.training.spec import RunSpec
 from lesionseg.training.transforms import train_transforms
 
@@ -34,7 +33,7 @@ def setup_training(spec: RunSpec) -> TrainingSetup:
                                            spec.pretrained)
     device = resolve_device(spec.train.device)
     model = model.to(device)
-    model_info = {**model_info, "precision": resolve_precision(device, spec.train.amp)}
+    model_info = {**model_info, "precision": spec.precision}
     train_items = load_items(spec.prepared_dir, spec.train_ids)
     val_items = load_items(spec.prepared_dir, spec.val_ids)
     roi_size = list(spec.train.patch_size or train_items[0]["image"].shape[1:])

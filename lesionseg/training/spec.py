@@ -55,11 +55,23 @@ class RunSpec:
         aug = "aug" if self.augment else "noaug"
         return f"{self.model}/{self.arm.strategy}-d{self.freeze_depth}/n{self.sample_size}/{aug}/r{self.repeat}"
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic ``train.amp`` gives on this machine: bf16, fp16 or fp32
+        (:func:`lesionseg.training.precision.resolve_precision`)."""
+        from lesionseg.training.engine import resolve_device
+        from lesionseg.training.precision import resolve_precision
+
+        return resolve_precision(resolve_device(self.train.device), self.train.amp)
+
     def fingerprint(self) -> str:
         """Hash of the spec, with its files by content (the prepared manifest, the pretrained weights), never
         by where the checkout lies: a checkpoint resumes only a run with the same fingerprint (a stale one from
-        other params is never picked up), and a tuning study is found again from another clone or machine."""
+        other params is never picked up), and a tuning study is found again from another clone or machine.
+        The precision is part of it: a bf16 checkpoint or study is never continued in fp32 (a machine without
+        native bf16), nor the other way round."""
         payload = dataclasses.asdict(self)
+        payload["precision"] = self.precision
         payload["prepared_dir"] = _file_md5(Path(self.prepared_dir) / MANIFEST)
         payload["pretrained"] = _file_md5(self.pretrained) if self.pretrained else None
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
