@@ -155,7 +155,8 @@ def _inside(values, reference) -> str:
     if reference is None:
         return "n/a"
     values = np.asarray([v for v in values if np.isfinite(v)], float)
-    return f"{np.median(values):.3g} {'in' if reference[0] <= np.median(values) <= reference[1] else 'OUT'}"
+    median = np.median(values)  # 4 digits, so that a median just past a bound does not read as on it
+    return f"{median:.4g} {'in' if reference[0] <= median <= reference[1] else 'OUT'}"
 
 
 def table(by_domain: dict[str, list[dict]]) -> list[str]:
