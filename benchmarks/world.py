@@ -32,20 +32,30 @@ from lesionseg.data.synthetic.domains import cohort_protocols  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results_world.md"
 OVERLAYS = ROOT / "benchmarks" / "world"
 SIZES = {"mouse": (128, 32), "rat": (128, 18)}  # the demo's matrices (params.yaml synthesize)
+# The protocols' slabs (mouse 32 x 0.5 mm, rat 18 x 1 mm) are not longer than the brain: the whole brain is measured
+# on the same animals imaged with this many slices of the same thickness around the same centre.
+WHOLE_BRAIN_SLICES = {"mouse": 56, "rat": 40}
+REFERENCE_TE_MS = 40.0  # the lesion/contralateral references were read at TE about 30-50 ms
 
 # Published or measured references, (low, high) and source; docs/synthetic.md says how each was obtained.
 NEAT = "dama-lab/mouse-brain-atlas NeAt in vivo C57BL/6J (Ma et al. 2008), 10 mice, measured here"
 REFERENCE = {
     ("brain_mm3", "mouse"): ((473, 528), f"union of labelled structures, {NEAT}; the drawn whole-brain masks "
                                          "measure 529-589 (they include surface CSF)"),
-    ("brain_mm3", "rat"): ((1800, 2000), "adult rat, in vivo MRI, issue 26's figure (not re-measured here)"),
+    ("brain_mm3", "rat"): ((1765, 1971), "adult Wistar whole brain, in vivo MRI: 1765 +- 86 mm3 (Valdes-Hernandez "
+                                         "et al., Front Neuroinform 5:26, 2011) and 1971 +- 23 mm3 (Welniak-Kaminska "
+                                         "et al., PLoS One 14:e0215348, 2019, 7 T), as quoted by Goerzen et al., Sci "
+                                         "Rep 10:6952 (2020), whose Fischer 344 rats measure 1925 +- 107"),
     ("ventricle_mm3", "mouse"): ((5.3, 8.4), f"ventricles label, {NEAT}"),
     ("ventricle_mm3", "rat"): (None, "no reference measured"),
     ("snr", "mouse"): ((10, 40), "rodent T2w RARE, issue 26"),
     ("snr", "rat"): ((10, 40), "rodent T2w RARE, issue 26"),
-    ("dv_ratio", "mouse"): ((1.01, 1.10), "FVB/NCrl in vivo templates (dama-lab), 8 mice, measured here "
-                                          "(volume-coil-like); surface coils brighter on top"),
-    ("dv_ratio", "rat"): ((1.01, 1.10), "as mouse; the published RatLesNetV2 needed a near-flat profile"),
+    ("dv_ratio", "mouse"): ((1.01, 1.10), "volume-coil cohorts only: FVB/NCrl in vivo templates (dama-lab), 8 mice, "
+                                          "measured here (volume-coil-like)"),
+    ("dv_ratio_surface", "mouse"): (None, "surface-loop cohorts: no published dorsal/ventral figure found; a loop "
+                                          "over the head is brighter on top by design (the seed study's images)"),
+    ("dv_ratio", "rat"): ((1.01, 1.10), "as the mouse volume coil (the rat's 60 mm loop is volume-like); the "
+                                        "published RatLesNetV2 needed a near-flat profile"),
 }
 LESION_REFERENCE = {  # lesion volume (mm3) at 24 h by territory class; rounded readings, docs/synthetic.md
     ("mouse", "striatum"): ((5, 30), "30 min tMCAo, C57BL/6 (reviews; approximate)"),
@@ -98,21 +108,35 @@ def dorsal_ventral(case) -> float:
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
     """Per-case figures of a generated cohort, and the cases kept for overlays (first lesion, first sham)."""
     matrix, n_slices = SIZES[domain]
-    voxel = float(np.prod(domain_spec(domain, matrix=matrix, n_slices=n_slices).spacing))
+    spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
+    voxel = float(np.prod(spec.spacing))
     rows, keep = [], {}
     for case, cohort in generate_cases(domain, n_cases, seed, matrix=matrix, n_slices=n_slices):
+        per_slice = case.brain_mask.any((0, 1))
         row = dict(case.info, case_id=case.case_id, group=case.group, cohort=cohort,
-                   brain_mm3=case.brain_mask.sum() * voxel, ventricle_mm3=case.ventricle_mask.sum() * voxel,
+                   slab_brain_mm3=case.brain_mask.sum() * voxel, brain_cut=bool(per_slice[0] or per_slice[-1]),
+                   ventricle_mm3=case.ventricle_mask.sum() * voxel,
                    lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case))
         brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
         row["brain_median"] = float(np.median(brain))
         if case.group == "MCAo":
             row["contrast_measured"] = contralateral_ratio(case)
+            # log ratio = TE (1/T2_normal - 1/T2_lesion): the ratio at the references' TE (PD and T1 terms aside)
+            row["contrast_at_reference_te"] = row["contrast_measured"] ** (REFERENCE_TE_MS / row["te_ms"])
             row["lesion_q25"] = float(np.percentile(case.image[case.label.astype(bool)], 25)) / row["brain_median"]
         else:
             row["sham_values"] = brain / row["brain_median"]
         rows.append(row)
         keep.setdefault(case.group, case)
+    whole = generate_cases(domain, n_cases, seed, matrix=matrix, n_slices=n_slices,
+                           slab_slices=WHOLE_BRAIN_SLICES[domain])
+    for row, (case, _) in zip(rows, whole):  # the same animals (the same draws), on a slab holding the whole brain
+        per_slice = case.brain_mask.any((0, 1))
+        if per_slice[0] or per_slice[-1]:
+            raise RuntimeError(f"{case.case_id}: the brain reaches past {WHOLE_BRAIN_SLICES[domain]} slices; "
+                               "raise WHOLE_BRAIN_SLICES")
+        row["brain_mm3"] = case.brain_mask.sum() * voxel
+        row["brain_length_mm"] = float(per_slice.sum()) * spec.slice_thickness_mm
     return rows, [keep.get("MCAo"), keep.get("sham")]
 
 
@@ -131,20 +155,40 @@ def _inside(values, reference) -> str:
     if reference is None:
         return "n/a"
     values = np.asarray([v for v in values if np.isfinite(v)], float)
-    return f"{np.median(values):.3g} {'in' if reference[0] <= np.median(values) <= reference[1] else 'OUT'}"
+    median = np.median(values)  # 4 digits, so that a median just past a bound does not read as on it
+    return f"{median:.4g} {'in' if reference[0] <= median <= reference[1] else 'OUT'}"
 
 
 def table(by_domain: dict[str, list[dict]]) -> list[str]:
     """The literature table, one row per quantity and species (median [range] of the generated cohort)."""
     lines = ["| quantity | species | generated: median [min-max] (n) | reference | median inside? | source |",
              "|---|---|---|---|---|---|"]
-    names = {"brain_mm3": "brain volume (mm3)", "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR",
-             "dv_ratio": "dorsal/ventral brain signal"}
+    names = {"brain_mm3": "whole brain volume (mm3; same animals on a slab holding the whole brain)",
+             "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR"}
     for key, name in names.items():
         for domain, rows in by_domain.items():
             ref, source = REFERENCE[(key if key != "snr_measured" else "snr", domain)]
             values = [r[key] for r in rows]
             lines.append(f"| {name} | {domain} | {_summary(values)} | {_ref(ref)} | {_inside(values, ref)} | {source} |")
+        if key == "brain_mm3":
+            for domain, rows in by_domain.items():
+                matrix, n_slices = SIZES[domain]
+                slab = n_slices * domain_spec(domain, matrix=matrix, n_slices=n_slices).slice_thickness_mm
+                cut = sum(r["brain_cut"] for r in rows)
+                lines.append(f"| brain inside the protocol's slab (mm3) | {domain} | "
+                             f"{_summary([r['slab_brain_mm3'] for r in rows])} | n/a | n/a | the slab is {slab:g} mm; "
+                             f"the brain is {_summary([r['brain_length_mm'] for r in rows])} mm long, front to back; "
+                             f"{cut} of {len(rows)} brains reach past the slab's ends |")
+    for domain, rows in by_domain.items():
+        coils = [("volume coil", [r for r in rows if r["coil_radius_mm"] >= 30], "dv_ratio"),
+                 ("surface loop", [r for r in rows if r["coil_radius_mm"] < 30], "dv_ratio_surface")]
+        for coil, chosen, key in coils:
+            if not chosen:
+                continue
+            ref, source = REFERENCE[(key, domain)]
+            values = [r["dv_ratio"] for r in chosen]
+            lines.append(f"| dorsal/ventral brain signal, {coil} | {domain} | {_summary(values)} | {_ref(ref)} | "
+                         f"{_inside(values, ref)} | {source} |")
     for domain, rows in by_domain.items():
         lesions = [r for r in rows if r["group"] == "MCAo"]
         for territory in ("striatum", "striatum+cortex", "whole MCA"):
@@ -159,11 +203,17 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
             lines.append(f"| lesion volume, {occlusion} min occlusion (mm3) | {domain} | {_summary(values)} | "
                          f"n/a | n/a | territory mix by occlusion, docs/synthetic.md |")
         for stage in sorted({r["time_point"] for r in lesions}, key=lambda s: list(CONTRAST_REFERENCE).index(s)):
-            values = [r["contrast_measured"] for r in lesions if r["time_point"] == stage]
+            chosen = [r for r in lesions if r["time_point"] == stage]
+            values = [r["contrast_at_reference_te"] for r in chosen]
+            raw = [r["contrast_measured"] for r in chosen]
+            te = sorted({r["te_ms"] for r in chosen})
+            te_text = f"{te[0]:g}" if len(te) == 1 else f"{te[0]:g}-{te[-1]:g}"
             ref = CONTRAST_REFERENCE[stage]
-            lines.append(f"| lesion/contralateral signal, {stage} | {domain} | {_summary(values)} | {_ref(ref)} | "
-                         f"{_inside(values, ref)} | rounded reading of T2w time courses (Knight 1991; Hoehn-Berlage 1995) at TE "
-                         "about 30-50 ms, not re-read; a longer TE gives a larger ratio |")
+            lines.append(f"| lesion/contralateral signal at TE {REFERENCE_TE_MS:g} ms, {stage} | {domain} | "
+                         f"{_summary(values)}; raw {_summary(raw)} at TE_eff {te_text} ms | {_ref(ref)} | "
+                         f"{_inside(values, ref)} | each case's ratio ** ({REFERENCE_TE_MS:g} / TE_eff), as the log "
+                         "ratio scales with TE; reference: rounded reading of T2w time courses (Knight 1991; "
+                         "Hoehn-Berlage 1995) at TE about 30-50 ms, not re-read |")
         lines.append(f"| sham brain voxels >= lesion threshold (%) | {domain} | {_sham_fraction(rows)} | n/a | n/a | "
                      "threshold: median over lesions of each lesion's lower-quartile signal / brain median |")
     return lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,9 +50,18 @@ def _cases_csv(rows: list[dict]) -> str:
 
 
 def generate_cases(domain: str, n_cases: int, seed: int, *, sham_fraction: float = 0.25, matrix: int | None = None,
-                   n_slices: int | None = None, case_prefix: str | None = None) -> Iterator[tuple[SyntheticCase, int | None]]:
-    """The cases :func:`synthesize_dataset` writes, in order, each with its cohort index (None: one protocol)."""
+                   n_slices: int | None = None, case_prefix: str | None = None,
+                   slab_slices: int | None = None) -> Iterator[tuple[SyntheticCase, int | None]]:
+    """The cases :func:`synthesize_dataset` writes, in order, each with its cohort index (None: one protocol).
+
+    ``slab_slices``: the same animals imaged with this many slices of the same thickness around the same centre
+    (a longer slab, e.g. to measure the whole brain where the protocol's slab is shorter than the brain).
+    """
     spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
+    if slab_slices is not None:
+        if int(slab_slices) != slab_slices or slab_slices < 4:
+            raise ValueError(f"slab_slices: {slab_slices!r} is not an integer >= 4; pass e.g. {2 * spec.n_slices}")
+        spec = replace(spec, n_slices=int(slab_slices))
     _check_dataset_args(n_cases, seed, sham_fraction)
     domain_key = zlib.crc32(domain.encode())
     shams = _sham_positions(int(n_cases), sham_fraction, int(seed), domain_key)

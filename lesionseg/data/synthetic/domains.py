@@ -59,6 +59,12 @@ class DomainSpec:
 # Mouse brain: semi-axes scaled by 1.12 from the previous generator's (4.8, 4.6, 3.0), whose whole brain measured
 # about 370 mm3, to reach the published in vivo C57BL/6 range (docs/synthetic.md, benchmarks/results_world.md).
 MOUSE_BRAIN_SEMI_AXES_MM = (5.39, 5.16, 3.37)
+# Rat brain: the previous generator's (7.5, 7.6, 5.0) mm measured about 1570 mm3 as a whole brain (1450 inside
+# the 18 mm slab); scaled by 1.06 per axis (1.19 in volume) towards the published in vivo adult Wistar whole-brain
+# volumes, 1765 +- 86 and 1971 +- 23 mm3 (docs/synthetic.md). Brain-proportional thicknesses (cortex, white
+# matter, ventricles, deformation, midline shift) scale with it; skull, scalp and CSF rim keep their thickness.
+RAT_SCALE = 1.06
+RAT_BRAIN_SEMI_AXES_MM = tuple(round(s * RAT_SCALE, 3) for s in (7.5, 7.6, 5.0))  # (7.95, 8.056, 5.3)
 MOUSE_COHORTS = 4  # scanners/protocols a mouse dataset is drawn from (fixed per world, see cohort_protocols)
 # The rat source's lesion stages: nine, 2 h to 35 days, as RatLesNetV2's training data (Valverde et al. 2020);
 # which nine is not known to us: these are assumed, 24 h weighted twice.
@@ -87,8 +93,9 @@ DOMAINS: dict[str, DomainSpec] = {
     "rat": DomainSpec(
         name="rat", matrix=256, n_slices=18, fov_mm=32.0, slice_thickness_mm=1.0,
         anatomy=Anatomy(
-            brain_semi_axes_mm=(7.5, 7.6, 5.0), cortex_mm=1.8, white_matter_mm=0.35, ventricle_mm=0.1,
-            csf_mm=0.06, skull_mm=0.45, scalp_mm=0.7, head_scale=1.2, deform_mm=0.18, midline_shift_mm=0.6,
+            brain_semi_axes_mm=RAT_BRAIN_SEMI_AXES_MM, cortex_mm=1.8 * RAT_SCALE, white_matter_mm=0.35 * RAT_SCALE,
+            ventricle_mm=0.1 * RAT_SCALE, csf_mm=0.06, skull_mm=0.45, scalp_mm=0.7, head_scale=1.2,
+            deform_mm=0.18 * RAT_SCALE, midline_shift_mm=0.6 * RAT_SCALE,
         ),
         contrast=t2w_contrast(RELAXATION["rat"], *PROTOCOL["rat"]),
         brain_center_mm=(0.0, 0.0, 5.5), noise_sigma=0.03, coil_radius_mm=60.0, coil_gap_mm=3.0, bias_strength=0.04,
