@@ -2,11 +2,11 @@
 import argparse
 
 from _stage import LAYOUT, config, context, run, timing
-
 from lesionseg.tracking.import_weights import log_source_param, source_tags
 from lesionseg.tracking.registry import TARGET_MODEL
 from lesionseg.tracking.run import train_tracked
 from lesionseg.training.spec import finetune_name, finetune_spec
+from lesionseg.training.fit import steps_and_validation_seconds
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
     result = train_tracked(spec, context(), LAYOUT.finetune_dir(name), LAYOUT.checkpoints("finetune", name),
                            resume=not args.no_resume, register_as=TARGET_MODEL, tags=tags)
     log_source_param(result["run_id"], tags)
-    print(f"finetune: {spec.run_name} val Dice {result['best_val_dice']:.3f}, {TARGET_MODEL} v{result['version']}{timing()}")
+    print(f"finetune: {spec.run_name} val Dice {result['best_val_dice']:.3f}, {TARGET_MODEL} v{result['version']}{timing(steps_and_validation_seconds())}")
 
 
 if __name__ == "__main__":

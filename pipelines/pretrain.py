@@ -2,10 +2,10 @@
 import argparse
 
 from _stage import LAYOUT, config, context, run, timing
-
 from lesionseg.errors import ConfigError
 from lesionseg.tracking.run import train_tracked
 from lesionseg.training.spec import pretrain_spec
+from lesionseg.training.fit import steps_and_validation_seconds
 
 
 def main() -> None:
@@ -23,7 +23,7 @@ def main() -> None:
                            LAYOUT.checkpoints("pretrained", args.model), resume=not args.no_resume,
                            register_as=f"{args.model}-{spec.domain}")
     print(f"pretrain: {spec.run_name} best val Dice {result['best_val_dice']:.3f} (epoch {result['best_epoch']}), "
-          f"run {result['run_id']}, {result['registered_model']} v{result['version']}{timing()}")
+          f"run {result['run_id']}, {result['registered_model']} v{result['version']}{timing(steps_and_validation_seconds())}")
 
 
 if __name__ == "__main__":

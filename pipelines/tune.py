@@ -6,6 +6,7 @@ from _stage import LAYOUT, config, context, run, timing
 from lesionseg.tracking.registry import TARGET_MODEL
 from lesionseg.training.spec import tune_base_spec
 from lesionseg.tuning import tune_and_retrain
+from lesionseg.training.fit import steps_and_validation_seconds
 
 
 def main() -> None:
@@ -14,8 +15,7 @@ def main() -> None:
         parser.add_argument(flag, type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     parser.add_argument("--storage", default=None, help="Optuna storage URL (overrides tune.storage)")
-    args = parser.parse_args()
-    cfg = config()
+    args, cfg = parser.parse_args(), config()
     tune = dataclasses.replace(cfg.tune, storage=args.storage or cfg.tune.storage)
     base = tune_base_spec(tune.model, args.sample_size, network=cfg.finetune.network(tune.model, cfg.networks.of(tune.model)),
                           train=cfg.train_for("tune"), finetune=cfg.finetune, target=cfg.data.role("target"),
@@ -23,7 +23,7 @@ def main() -> None:
     outcome = tune_and_retrain(base, tune, cfg.train_for("finetune"), context(), workers=args.workers,
                                register_as=TARGET_MODEL)
     print(f"tune: n={args.sample_size} r={args.repeat} best {outcome['best_params']} val Dice {outcome['best_value']:.3f}; "
-          f"trials {outcome['trials']}; final version {outcome['final']['version']}{timing()}")
+          f"trials {outcome['trials']}; final version {outcome['final']['version']}{timing(steps_and_validation_seconds())}")
 
 
 if __name__ == "__main__":
