@@ -1,7 +1,7 @@
 """DVC stage / MLproject entry `finetune@MODEL-STRATEGY-N-AUG-R`: one cell of the transfer study (sha256 of its source)."""
 import argparse
 
-from _stage import LAYOUT, config, context, run, timing
+from _stage import LAYOUT, config, context, quiet, run
 
 from lesionseg.tracking.import_weights import log_source_param, source_tags
 from lesionseg.tracking.registry import TARGET_MODEL
@@ -23,7 +23,7 @@ def main() -> None:
     result = train_tracked(spec, context(), LAYOUT.finetune_dir(name), LAYOUT.checkpoints("finetune", name),
                            resume=not args.no_resume, register_as=TARGET_MODEL, tags=tags)
     log_source_param(result["run_id"], tags)
-    print(f"finetune: {spec.run_name} val Dice {result['best_val_dice']:.3f}, {TARGET_MODEL} v{result['version']}{timing()}")
+    print(f"finetune: {spec.run_name} val Dice {result['best_val_dice']:.3f}, {TARGET_MODEL} v{result['version']}{quiet.timing()}")
 
 
 if __name__ == "__main__":

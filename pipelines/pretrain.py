@@ -1,7 +1,7 @@
 """DVC stage / MLproject entry `pretrain@MODEL`: train on the source (rat) domain and register the weights."""
 import argparse
 
-from _stage import LAYOUT, config, context, run, timing
+from _stage import LAYOUT, config, context, quiet, run
 
 from lesionseg.errors import ConfigError
 from lesionseg.tracking.run import train_tracked
@@ -23,7 +23,7 @@ def main() -> None:
                            LAYOUT.checkpoints("pretrained", args.model), resume=not args.no_resume,
                            register_as=f"{args.model}-{spec.domain}")
     print(f"pretrain: {spec.run_name} best val Dice {result['best_val_dice']:.3f} (epoch {result['best_epoch']}), "
-          f"run {result['run_id']}, {result['registered_model']} v{result['version']}{timing()}")
+          f"run {result['run_id']}, {result['registered_model']} v{result['version']}{quiet.timing()}")
 
 
 if __name__ == "__main__":

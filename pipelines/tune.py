@@ -2,7 +2,7 @@
 import argparse
 import dataclasses
 
-from _stage import LAYOUT, config, context, run, timing
+from _stage import LAYOUT, config, context, quiet, run
 from lesionseg.tracking.registry import TARGET_MODEL
 from lesionseg.training.spec import tune_base_spec
 from lesionseg.tuning import tune_and_retrain
@@ -23,7 +23,7 @@ def main() -> None:
     outcome = tune_and_retrain(base, tune, cfg.train_for("finetune"), context(), workers=args.workers,
                                register_as=TARGET_MODEL)
     print(f"tune: n={args.sample_size} r={args.repeat} best {outcome['best_params']} val Dice {outcome['best_value']:.3f}; "
-          f"trials {outcome['trials']}; final version {outcome['final']['version']}{timing()}")
+          f"trials {outcome['trials']}; final version {outcome['final']['version']}{quiet.timing()}")
 
 
 if __name__ == "__main__":

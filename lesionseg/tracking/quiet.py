@@ -8,7 +8,11 @@ are dropped; MLflow's INFO chatter (database set-up, system-metrics monitor) is 
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,3 +75,50 @@ def quiet_library_warnings() -> None:
 
     showwarning.lesionseg_quiet = True  # type: ignore[attr-defined]
     warnings.showwarning = showwarning
+
+
+# --- a stage's last line and its exit ----------------------------------------------------------------------------
+
+_STAGE_SUCCEEDED: list[bool] = []
+_LOADED = time.time()
+
+
+def process_seconds() -> float:
+    """Seconds since the kernel created this process (``/proc``; elsewhere, since this module was loaded)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        return float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - _LOADED
+
+
+def timing() -> str:
+    """``"; 41.2 s (fit 36.9 s, outside 4.3 s)"``: the wall time since process creation and the part of it outside
+    training steps and validation (the fixed cost: imports, store, logging, registration), for a stage's last
+    line. Fit time is :func:`lesionseg.training.fit.steps_and_validation_seconds` when this process trained."""
+    fit_module = sys.modules.get("lesionseg.training.fit")  # not imported here: data stages never load training
+    wall, fit = process_seconds(), fit_module.steps_and_validation_seconds() if fit_module else 0.0
+    return f"; {wall:.1f} s (fit {fit:.1f} s, outside {wall - fit:.1f} s)"
+
+
+def exit_without_teardown() -> None:
+    """Once a stage has succeeded (:func:`run_stage`), end the process after every atexit handler (MLflow's,
+    temporary directories) but without the interpreter's teardown of the torch/MONAI/MLflow heap (3.3-3.7 s of a
+    tiny cell at load 5). Call it before torch and MLflow load, so that its handler runs after theirs."""
+    def handler() -> None:
+        if _STAGE_SUCCEEDED:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+    atexit.register(handler)
+
+
+def run_stage(main) -> None:
+    """Call a stage's ``main``; when it returns and it is the process's own (``__main__``), the process exits
+    without its teardown (:func:`exit_without_teardown`). An error, or a ``main`` some other program (a test)
+    calls in-process, leaves the exit and its code as they are."""
+    main()
+    if getattr(main, "__module__", None) == "__main__":
+        _STAGE_SUCCEEDED.append(True)
