@@ -11,19 +11,6 @@ from lesionseg.tracking.run import train_tracked
 from lesionseg.training import precision
 
 
-@pytest.fixture(autouse=True)
-def _registry_uri_restored():
-    """store.connect sets MLflow's registry URI (a global and MLFLOW_REGISTRY_URI) to this test's store: put it
-    back, so that a later test's client does not write into this test's store."""
-    import os
-
-    import mlflow
-
-    yield
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
-    mlflow.set_registry_uri(None)
-
-
 def _amp_spec(params, root, amp=True):
     spec = cell_spec(params, "ratlesnetv2", "scratch", 4, "noaug", root)
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, amp=amp, epochs=2))
