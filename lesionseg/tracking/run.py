@@ -24,7 +24,7 @@ from lesionseg.tracking import lineage, registry, store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.context import RunContext
 from lesionseg.tracking.pyfunc import log_pyfunc_model
-from lesionseg.training.engine import build_loss, predict_volume, selection_dice
+from lesionseg.training.engine import build_loss, predict_items, selection_dice
 from lesionseg.training.fit import BEST, FitState, fit, load_checkpoint, save_checkpoint
 from lesionseg.training.setup import TrainingSetup, setup_training
 from lesionseg.training.spec import RunSpec
@@ -88,12 +88,9 @@ def choose_postprocessing(spec: RunSpec, setup: TrainingSetup) -> dict[str, Any]
     """The smallest lesion component the model keeps, chosen on its validation cases with the best weights
     (:mod:`lesionseg.postprocess`); logged as param ``min_lesion_mm3`` and metric ``val_dice_postprocessed``."""
     device = next(setup.model.parameters()).device
-    predictions, labels = [], []
-    for item in setup.val_items:
-        prob = predict_volume(setup.model, torch.as_tensor(item["image"])[None], setup.roi_size, device,
-                              overlap=spec.train.sw_overlap, amp=spec.train.amp)
-        predictions.append((prob[0] > 0.5).cpu().numpy().astype(np.uint8))
-        labels.append(np.asarray(item["label"][0]) > 0.5)
+    cases = predict_items(setup.model, setup.val_items, setup.roi_size, device, overlap=spec.train.sw_overlap,
+                          amp=spec.train.amp)
+    predictions, labels = [pred.astype(np.uint8) for pred, _ in cases], [label for _, label in cases]
     voxel_mm3 = float(np.prod(load_manifest(spec.prepared_dir)["target_spacing"]))
     chosen, means = choose_min_lesion_volume(predictions, labels, voxel_mm3, selection_dice)
     mlflow.log_param("min_lesion_mm3", chosen)

@@ -129,10 +129,22 @@ def evaluate(
     score: Callable[[np.ndarray, np.ndarray], float] = selection_dice,
 ) -> dict[str, float]:
     """Mean per-case score (``val_dice``) over whole volumes."""
-    scores = []
+    cases = predict_items(model, items, roi_size, device, overlap=overlap, amp=amp)
+    return {"val_dice": float(np.mean([score(pred, label) for pred, label in cases]))}
+
+
+def predict_items(
+    model: nn.Module,
+    items: list[dict],
+    roi_size: Sequence[int],
+    device: torch.device,
+    *,
+    overlap: float = 0.25,
+    amp: bool = False,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(binary prediction, binary label) of each whole-volume item (``image``, ``label`` channel-first)."""
+    cases = []
     for item in items:
-        image = torch.as_tensor(item["image"])[None]
-        prob = predict_volume(model, image, roi_size, device, overlap=overlap, amp=amp)
-        pred = (prob[0] > 0.5).cpu().numpy()
-        scores.append(score(pred, np.asarray(item["label"][0]) > 0.5))
-    return {"val_dice": float(np.mean(scores))}
+        prob = predict_volume(model, torch.as_tensor(item["image"])[None], roi_size, device, overlap=overlap, amp=amp)
+        cases.append(((prob[0] > 0.5).cpu().numpy(), np.asarray(item["label"][0]) > 0.5))
+    return cases
