@@ -1,7 +1,7 @@
 """Is the synthetic mouse task as hard as a real one? RatLesNetV2 from scratch at n = 4 and n = 16.
 
 Declared in ``benchmarks/results_difficulty.md`` before it was run (issue 26): with the demo's scratch recipe
-(params.yaml ``train`` and ``finetune.arms.scratch``: 200 optimizer steps, batch 2, prepared 48x32x32), on a
+(params.yaml ``train`` and ``finetune.arms.scratch``: its optimizer steps, batch 2, prepared 48x32x32), on a
 test cohort of at least 40 lesion mice, n = 4 should score at least 0.05 Dice below n = 16 (R >= 3 repeats),
 and n = 16 about at or below the real reference (~0.85). Transfer is not part of this check.
 
