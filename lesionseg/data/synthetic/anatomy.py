@@ -28,7 +28,6 @@ class Anatomy:
     head_scale: float  # jaw and neck size relative to the brain
     deform_mm: float  # amplitude of case-to-case shape variation
     midline_shift_mm: float  # midline shift of the largest lesions
-    fascial_planes: bool = False  # muscle: thin fascial planes (True) or patchy fat between fascicles (False)
 
 
 BRAIN_BOX = ((0.0, -0.05, -0.05), (1.2, 1.62, 1.2))
@@ -115,13 +114,11 @@ def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainS
     texture = scene.pose.texture(scene.rel)
     skin = 0.25 * an.scalp_mm
     fascicles = scene.pose.fascicles(scene.rel)
-    if an.fascial_planes:
-        # Real T2w muscle is dark and homogeneous, crossed by thin bright fascial planes: the zero crossings of a
-        # smooth random field are sheets, given a fat fraction that falls off within about a voxel.
-        septa = 0.35 * np.clip(1 - np.abs(fascicles) / 0.12, 0, 1)
-        grain = 0.02
-    else:  # fascicles with patchy fat between them (the rat, as calibrated against the published RatLesNetV2)
-        septa, grain = 0.8 * np.clip(fascicles - 0.9, 0, 0.6), 0.06
+    # Real T2w muscle is dark and homogeneous, crossed by thin bright fascial planes: the zero crossings of a smooth
+    # random field are sheets, given a fat fraction that falls off within about a voxel. (The rat's muscle was
+    # once fascicles with patchy fat, chosen while watching the published model; it showed as a lattice of dots.)
+    septa = 0.35 * np.clip(1 - np.abs(fascicles) / 0.12, 0, 1)
+    grain = 0.02
     canvas.paint(head, co.muscle * (1 + grain * texture) + septa * (co.fat - co.muscle))
     if scene.pose.oedema:
         _paint_muscle_oedema(canvas, scene, head, side, co.muscle * (1 + scene.pose.oedema))

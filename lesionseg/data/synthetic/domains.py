@@ -77,7 +77,6 @@ DOMAINS: dict[str, DomainSpec] = {
         anatomy=Anatomy(
             brain_semi_axes_mm=MOUSE_BRAIN_SEMI_AXES_MM, cortex_mm=0.9, white_matter_mm=0.2, ventricle_mm=0.24,
             csf_mm=0.04, skull_mm=0.25, scalp_mm=0.45, head_scale=1.12, deform_mm=0.1, midline_shift_mm=0.3,
-            fascial_planes=True,
         ),
         contrast=t2w_contrast(RELAXATION["mouse"], *PROTOCOL["mouse"]),
         brain_center_mm=(0.0, 0.0, 5.0), noise_sigma=0.05, coil_radius_mm=12.0, coil_gap_mm=2.0, bias_strength=0.06,
