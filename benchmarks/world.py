@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.synthetic import domain_spec, generate_cases  # noqa: E402
-from lesionseg.data.synthetic.domains import cohort_protocols  # noqa: E402
+from lesionseg.data.synthetic.domains import cohort_protocols, cohort_spec  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results_world.md"
 OVERLAYS = ROOT / "benchmarks" / "world"
@@ -71,6 +71,10 @@ CONTRAST_REFERENCE = {  # lesion / contralateral T2w signal by time point; round
 }
 
 
+def _voxel_mm3(case) -> float:
+    return float(np.prod(nib.affines.voxel_sizes(case.affine)))
+
+
 def _world(affine: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return nib.affines.apply_affine(affine, np.argwhere(mask))
 
@@ -108,10 +112,9 @@ def dorsal_ventral(case) -> float:
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
     """Per-case figures of a generated cohort, and the cases kept for overlays (first lesion, first sham)."""
     matrix, n_slices = SIZES[domain]
-    spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
-    voxel = float(np.prod(spec.spacing))
     rows, keep = [], {}
     for case, cohort in generate_cases(domain, n_cases, seed, matrix=matrix, n_slices=n_slices):
+        voxel = _voxel_mm3(case)  # each cohort has its own resolution
         per_slice = case.brain_mask.any((0, 1))
         row = dict(case.info, case_id=case.case_id, group=case.group, cohort=cohort,
                    slab_brain_mm3=case.brain_mask.sum() * voxel, brain_cut=bool(per_slice[0] or per_slice[-1]),
@@ -135,8 +138,8 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
         if per_slice[0] or per_slice[-1]:
             raise RuntimeError(f"{case.case_id}: the brain reaches past {WHOLE_BRAIN_SLICES[domain]} slices; "
                                "raise WHOLE_BRAIN_SLICES")
-        row["brain_mm3"] = case.brain_mask.sum() * voxel
-        row["brain_length_mm"] = float(per_slice.sum()) * spec.slice_thickness_mm
+        row["brain_mm3"] = case.brain_mask.sum() * _voxel_mm3(case)
+        row["brain_length_mm"] = float(per_slice.sum()) * float(nib.affines.voxel_sizes(case.affine)[2])
     return rows, [keep.get("MCAo"), keep.get("sham")]
 
 
@@ -254,14 +257,21 @@ def overlay(case, path: Path, title: str) -> Path:
 
 
 def _cohort_lines(domain: str) -> list[str]:
-    protocols = cohort_protocols(domain_spec(domain))
+    matrix, n_slices = SIZES[domain]
+    demo = domain_spec(domain, matrix=matrix, n_slices=n_slices)
+    protocols = cohort_protocols(demo)
     if not protocols:
         spec = domain_spec(domain)
         return [f"- {domain}: one protocol: {spec.field_t} T, TR {spec.tr_s} s, TE_eff {spec.te_ms} ms, "
                 f"SNR {1 / spec.noise_sigma:.0f}, coil radius {spec.coil_radius_mm} mm"]
     return [f"- {domain} cohort {k}: {p.field_t} T, TR {p.tr_s} s, TE_eff {p.te_ms} ms, SNR {p.snr:.0f}, "
             f"{'surface loop %.0f mm' % p.coil_radius_mm if p.coil_radius_mm < 30 else 'volume coil'}, "
-            f"bias {p.bias_strength:.2f}" for k, p in enumerate(protocols)]
+            f"bias {p.bias_strength:.2f}, {_grid(cohort_spec(demo, p))}" for k, p in enumerate(protocols)]
+
+
+def _grid(spec) -> str:
+    pixel, _, thickness = spec.spacing
+    return f"{spec.matrix}x{spec.matrix}x{spec.n_slices} at {pixel:.3f} x {pixel:.3f} x {thickness:.2f} mm (demo size)"
 
 
 _TIMING = """

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from lesionseg.data.io import read_volume
 from lesionseg.data.synthetic import DOMAINS, RELAXATION, domain_spec, synthesize_case, synthesize_dataset
-from lesionseg.data.synthetic.domains import cohort_protocols
+from lesionseg.data.synthetic.domains import cohort_protocols, cohort_spec
 from lesionseg.data.synthetic.lesion import TIME_POINTS, lesion_contrast
 from lesionseg.data.synthetic.protocol import relaxation_at
 from lesionseg.data.synthetic.rater import RaterModel
@@ -35,6 +35,11 @@ def _cases(domain: str, seeds: range, matrix: int = 48, lesion: bool = True):
 
 def _world(case, mask: np.ndarray) -> np.ndarray:
     return nib.affines.apply_affine(case.affine, np.argwhere(mask))
+
+
+def _cohort_of(dataset: Path, case_id: str) -> dict:
+    generator = json.loads((dataset / "dataset.json").read_text())["generator"]
+    return generator["cohorts"][generator["case_cohort"][case_id]]
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +190,8 @@ def test_affine_is_as_acquired_not_ras_with_slices_front_to_back(mouse_dataset):
     assert codes[2] in ("A", "P")  # the thick-slice axis runs anterior-posterior
     assert int(image.header["qform_code"]) == 1 and int(image.header["sform_code"]) == 1
     assert np.allclose(image.get_qform(), image.get_sform())
-    assert image.header.get_zooms()[2] == pytest.approx(0.5)
+    cohort = _cohort_of(mouse_dataset, "mouse_000")
+    assert image.header.get_zooms()[2] == pytest.approx(16.0 / round(32 / cohort["slice_scale"]))  # same 16 mm slab
     assert image.get_data_dtype() == np.int16
     assert nib.load(mouse_dataset / "labelsTr" / "mouse_000.nii.gz").get_data_dtype() == np.uint8
 
@@ -205,8 +211,11 @@ def test_dataset_json_and_cases_csv_match_the_files(mouse_dataset):
     for row in rows:
         image = read_volume(mouse_dataset / "imagesTr" / f"{row['case_id']}_0000.nii.gz")
         label = read_volume(mouse_dataset / "labelsTr" / f"{row['case_id']}.nii.gz")
-        assert np.allclose(image.affine, label.affine) and image.data.shape == label.data.shape == (48, 48, 32)
-        assert row["spacing"] == "x".join(f"{s:.6g}" for s in image.spacing) == "0.531969x0.531969x0.5"
+        cohort = _cohort_of(mouse_dataset, row["case_id"])
+        shape = (round(48 / cohort["pixel_scale"]),) * 2 + (round(32 / cohort["slice_scale"]),)
+        assert np.allclose(image.affine, label.affine) and image.data.shape == label.data.shape == shape
+        expected = (25.5345 / shape[0], 25.5345 / shape[0], 16.0 / shape[2])  # the FOV and the slab are kept
+        assert row["spacing"] == "x".join(f"{s:.6g}" for s in image.spacing) == "x".join(f"{s:.6g}" for s in expected)
         voxel_mm3 = float(np.prod(image.spacing))
         assert float(row["lesion_volume_mm3"]) == pytest.approx(label.data.sum() * voxel_mm3, rel=1e-6, abs=1e-9)
         assert row["group"] in ("MCAo", "sham")
@@ -270,3 +279,17 @@ def test_muscle_oedema_brightens_the_operated_side_outside_the_brain():
     head = (case.image > 0.3 * np.median(case.image[case.brain_mask])) & ~case.brain_mask & beside_brain
     operated = x * case.info["side"] > 0
     assert case.image[head & operated].mean() > 1.1 * case.image[head & ~operated].mean()
+
+
+def test_cohorts_differ_in_resolution_over_the_same_fov_and_slab():
+    """In-plane resolution and slice thickness vary between the mouse cohorts (docs/synthetic.md), over the same
+    FOV and slab."""
+    spec = domain_spec("mouse", matrix=48)
+    grids = {(p.pixel_scale, p.slice_scale) for p in cohort_protocols(spec)}
+    assert len(grids) >= 2 and len({g[0] for g in grids}) >= 2 and len({g[1] for g in grids}) >= 2
+    for protocol in cohort_protocols(spec):
+        scanned = cohort_spec(spec, protocol)
+        assert scanned.matrix * scanned.spacing[0] == pytest.approx(spec.fov_mm)
+        assert scanned.n_slices * scanned.spacing[2] == pytest.approx(spec.n_slices * spec.slice_thickness_mm)
+        assert scanned.spacing[2] == pytest.approx(spec.spacing[2] * protocol.slice_scale, rel=0.05)
+    assert DOMAINS["rat"].cohorts is None  # the rat source keeps one protocol

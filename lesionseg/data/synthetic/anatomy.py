@@ -43,6 +43,12 @@ _HEAD_PARTS = (  # name, centre, semi-axes, mirrored left-right pair
     ("lens", (0.95, 1.0, -0.45), (0.14, 0.14, 0.14), True),
     ("salivary gland", (0.95, -0.55, -2.25), (0.3, 0.7, 0.4), True),
     ("harderian gland", (0.62, 0.7, -0.75), (0.2, 0.3, 0.25), True),
+    # The head changes front to back: ethmoid turbinates (scrolls of bright mucosa and air) under the olfactory
+    # bulbs between the eyes; air-filled tympanic bullae ventrolateral to the brainstem, where the ear canals end.
+    # Positions and sizes: approximate readings of rodent atlas anatomy (Paxinos and Franklin's mouse atlas;
+    # Paxinos and Watson's rat atlas) in brain semi-axes, not measured on images.
+    ("turbinates", (0.12, 1.2, -0.72), (0.14, 0.4, 0.26), True),
+    ("tympanic bulla", (0.6, -1.0, -1.1), (0.26, 0.3, 0.3), True),
 )
 
 
@@ -108,7 +114,7 @@ def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainS
     an, co = spec.anatomy, spec.contrast
     values = {"tongue": 1.3 * co.muscle, "mandible": co.bone, "airway": 0.0, "ear canal": 0.0,
               "nasal cavity": 0.0, "eye": co.eye, "lens": co.lens, "salivary gland": co.gland,
-              "harderian gland": co.gland}
+              "harderian gland": co.gland, "turbinates": None, "tympanic bulla": 0.0}
     parts = {name: _part_sd(scene, c, s, m) for name, c, s, m in _HEAD_PARTS}
     head = _head_sd(scene, brain_sd, scene.full(*parts["eye"]), an)
     texture = scene.pose.texture(scene.rel)
@@ -126,7 +132,13 @@ def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainS
     canvas.paint(band(head, skin, skin + 0.4 * an.scalp_mm * np.clip(texture - 0.7, 0, 1)), co.fat)
     canvas.paint(band(head, 0.0, skin), co.skin)
     for name, (box, sd) in parts.items():
-        canvas.paint(sd, values[name], box)
+        canvas.paint(sd, _turbinate_signal(scene, box, co) if values[name] is None else values[name], box)
+
+
+def _turbinate_signal(scene: Scene, box, co: Contrast) -> np.ndarray:
+    """Mucosa (watery, bright in T2w, taken as the glands' signal) rolled into thin scrolls with air between:
+    the sign of a fine random field decides which, with a partial-volume edge."""
+    return co.gland * np.clip(0.5 + 2.0 * scene.pose.speckle(scene.rel_at(box)), 0, 1)
 
 
 def _paint_muscle_oedema(canvas: Canvas, scene: Scene, head: np.ndarray, side: float, value: float) -> None:

@@ -94,7 +94,6 @@ def synthesize_dataset(
     """
     spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
     _check_dataset_args(n_cases, seed, sham_fraction)
-    spacing = "x".join(f"{s:.6g}" for s in spec.spacing)
     rows, cohort_of = [], {}
     protocols = cohort_protocols(spec)
     out_dir = Path(out_dir)
@@ -108,7 +107,8 @@ def synthesize_dataset(
             write_volume(tmp / "labelsTr" / f"{case.case_id}.nii.gz", case.label, case.affine,
                          _nifti_header(spec, "lesion label"))
             rows.append({"case_id": case.case_id, "group": case.group,
-                         "lesion_volume_mm3": round(case.lesion_volume_mm3, 6), "spacing": spacing})
+                         "lesion_volume_mm3": round(case.lesion_volume_mm3, 6),
+                         "spacing": "x".join(f"{s:.6g}" for s in nib.affines.voxel_sizes(case.affine))})
         write_json(tmp / "dataset.json", {
             "name": f"synthetic_{domain}",
             "description": f"Synthetic {domain} T2w MCAo MRI (coronal 2D RARE, head not skull-stripped) "

@@ -9,7 +9,8 @@ import numpy as np
 from lesionseg.data.synthetic.anatomy import Anatomy
 from lesionseg.data.synthetic.lesion import TIME_POINTS, LesionModel
 from lesionseg.data.synthetic.protocol import (
-    PROTOCOL, RELAXATION, CohortRanges, Contrast, Protocol, draw_protocol, relaxation_at, t2w_contrast,
+    PROTOCOL, RELAXATION, CohortRanges, Contrast, Protocol, draw_protocol, draw_resolution, relaxation_at,
+    t2w_contrast,
 )
 from lesionseg.data.synthetic.rater import RaterModel
 from lesionseg.data.synthetic.scene import AnimalRanges
@@ -128,12 +129,15 @@ def domain_spec(name: str, matrix: int | None = None, n_slices: int | None = Non
 
 
 def cohort_spec(spec: DomainSpec, protocol: Protocol) -> DomainSpec:
-    """``spec`` scanned with ``protocol``: contrast from the relaxation times at its field, its coil, bias and SNR."""
+    """``spec`` scanned with ``protocol``: contrast from the relaxation times at its field, its coil, bias and SNR,
+    its matrix (same FOV) and slices (same slab) at the protocol's resolution."""
     tissues = relaxation_at(spec.name, protocol.field_t)
+    n_slices = max(4, round(spec.n_slices / protocol.slice_scale))
     return replace(
         spec, contrast=t2w_contrast(tissues, protocol.tr_s, protocol.te_ms), noise_sigma=1.0 / protocol.snr,
         coil_radius_mm=protocol.coil_radius_mm, bias_strength=protocol.bias_strength, field_t=protocol.field_t,
-        tr_s=protocol.tr_s, te_ms=protocol.te_ms,
+        tr_s=protocol.tr_s, te_ms=protocol.te_ms, matrix=max(16, round(spec.matrix / protocol.pixel_scale)),
+        n_slices=n_slices, slice_thickness_mm=spec.n_slices * spec.slice_thickness_mm / n_slices,
     )
 
 
@@ -142,8 +146,11 @@ def cohort_protocols(spec: DomainSpec) -> list[Protocol]:
     the domain (train, test, acceptance) draws its animals from the same cohorts. Empty for a one-protocol domain."""
     if spec.cohorts is None:
         return []
-    rng = np.random.default_rng([zlib.crc32(spec.name.encode()), 0xC0])
-    return [draw_protocol(rng, spec.cohorts) for _ in range(spec.n_cohorts)]
+    key = zlib.crc32(spec.name.encode())
+    rng, resolution_rng = np.random.default_rng([key, 0xC0]), np.random.default_rng([key, 0xC1])
+    protocols = [draw_protocol(rng, spec.cohorts) for _ in range(spec.n_cohorts)]
+    return [replace(p, **dict(zip(("pixel_scale", "slice_scale"), draw_resolution(resolution_rng, spec.cohorts))))
+            for p in protocols]
 
 
 def case_cohort(spec: DomainSpec, seed: int, index: int) -> int | None:

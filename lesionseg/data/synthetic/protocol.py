@@ -132,6 +132,8 @@ class Protocol:
     snr: float  # grey matter at the brain centre / noise sigma
     coil_radius_mm: float  # receive loop radius; a volume coil is a loop far wider than the head
     bias_strength: float  # amplitude of the smooth random log-bias field
+    pixel_scale: float = 1.0  # in-plane pixel size / the dataset's (same FOV: the matrix shrinks as it grows)
+    slice_scale: float = 1.0  # slice thickness / the dataset's (same slab: fewer, thicker slices)
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,10 @@ class CohortRanges:
     surface_radius_mm: tuple[float, float] = (10.0, 14.0)
     volume_radius_mm: float = 60.0
     bias_strength: tuple[float, float] = (0.03, 0.1)
+    # Resolution relative to the dataset's matrix and slice count (params.yaml), each scale uniform from its set:
+    # at the demo's 0.2 mm x 0.5 mm, pixels of 0.16 / 0.2 / 0.25 mm and slices of 0.4 / 0.5 / 0.7 mm.
+    pixel_scales: tuple[float, ...] = (0.8, 1.0, 1.25)
+    slice_scales: tuple[float, ...] = (0.8, 1.0, 1.4)
 
 
 def draw_protocol(rng: np.random.Generator, ranges: CohortRanges) -> Protocol:
@@ -159,3 +165,9 @@ def draw_protocol(rng: np.random.Generator, ranges: CohortRanges) -> Protocol:
         coil_radius_mm=float(rng.uniform(*ranges.surface_radius_mm)) if surface else ranges.volume_radius_mm,
         bias_strength=float(rng.uniform(*ranges.bias_strength)),
     )
+
+
+def draw_resolution(rng: np.random.Generator, ranges: CohortRanges) -> tuple[float, float]:
+    """One cohort's (pixel_scale, slice_scale) from ``ranges`` (a separate stream from :func:`draw_protocol`, so
+    adding resolution left every cohort's scanner and sequence as they were)."""
+    return float(rng.choice(ranges.pixel_scales)), float(rng.choice(ranges.slice_scales))
