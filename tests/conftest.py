@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,20 @@ def tune_cfg(params: dict):
     from lesionseg.config import ProjectConfig
 
     return ProjectConfig(params).tune
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_uri_between_tests():
+    """``mlflow.set_tracking_uri`` (the library's ``store.connect`` calls it) sets a process global that outlives
+    the ``MLFLOW_TRACKING_URI`` a test monkeypatched, so the next test would talk to the last test's store: reset
+    MLflow's own globals after every test (private names, checked on MLflow 3.17; no public reset exists)."""
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None
 
 
 @pytest.fixture(scope="session")
