@@ -377,6 +377,7 @@ def main() -> None:
     parser.add_argument("--cell-epochs", type=int, default=2, help="dice: the cell's epochs (0: skip)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16], help="convergence: sample sizes")
     parser.add_argument("--epochs", type=int, default=30, help="convergence: epochs of the long run")
+    parser.add_argument("--threads", type=int, default=1, help="dice: CPU threads per run (1: three at a time fit)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("speed_raw.json"))
     args = parser.parse_args()
     if args.render:
@@ -398,7 +399,7 @@ def main() -> None:
         print(json.dumps(results["profile"], indent=1), flush=True)
     if "dice" in args.only:
         rows = dice_by_precision(args.project, args.repeats, pretrain_epochs=args.pretrain_epochs,
-                                 cell_epochs=args.cell_epochs, first_repeat=args.first_repeat)
+                                 cell_epochs=args.cell_epochs, first_repeat=args.first_repeat, threads=args.threads)
         results["dice"] = rows
         print("\n".join(_dice_table(rows)), flush=True)
     if "convergence" in args.only:

@@ -140,10 +140,19 @@ def tune_cfg(params: dict):
 
 @pytest.fixture(autouse=True)
 def _no_tracking_uri_between_tests():
-    """``mlflow.set_tracking_uri`` (the library's ``store.connect`` calls it) sets a process global that outlives
-    the ``MLFLOW_TRACKING_URI`` a test monkeypatched, so the next test would talk to the last test's store: reset
-    MLflow's own globals after every test (private names, checked on MLflow 3.17; no public reset exists)."""
+    """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (the library's ``store.connect`` calls both) set process
+    globals and export ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` into ``os.environ``, which outlive the
+    URI a test monkeypatched: the next test would talk to the last test's store (one left an unreachable
+    ``http://127.0.0.1:9`` behind). Restore both variables and reset MLflow's globals after every test (private
+    names, checked on MLflow 3.17; no public reset exists)."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    before = {name: os.environ.get(name) for name in names}
     yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     if "mlflow" in sys.modules:
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
