@@ -138,13 +138,11 @@ def tune_cfg(params: dict):
     return ProjectConfig(params).tune
 
 
-@pytest.fixture(autouse=True)
-def _no_tracking_uri_between_tests():
+def _restoring_mlflow_uris():
     """``mlflow.set_tracking_uri`` / ``set_registry_uri`` (the library's ``store.connect`` calls both) set process
-    globals and export ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` into ``os.environ``, which outlive the
-    URI a test monkeypatched: the next test would talk to the last test's store (one left an unreachable
-    ``http://127.0.0.1:9`` behind). Restore both variables and reset MLflow's globals after every test (private
-    names, checked on MLflow 3.17; no public reset exists)."""
+    globals and export ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` into ``os.environ`` behind any
+    monkeypatch, so a later test would talk to an earlier test's store or a server that is gone (CI saw both).
+    Restore both variables and reset MLflow's globals (private names, checked on MLflow 3.17; no public reset)."""
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     before = {name: os.environ.get(name) for name in names}
     yield
@@ -159,6 +157,11 @@ def _no_tracking_uri_between_tests():
 
         tracking_utils._tracking_uri = None
         registry_utils._registry_uri = None
+
+
+# after every test, and after every module (its module-scoped fixtures, e.g. a server's client, set them too)
+_mlflow_uris_after_each_test = pytest.fixture(autouse=True)(_restoring_mlflow_uris)
+_mlflow_uris_after_each_module = pytest.fixture(autouse=True, scope="module")(_restoring_mlflow_uris)
 
 
 @pytest.fixture(scope="session")
