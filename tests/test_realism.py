@@ -49,25 +49,37 @@ def test_small_islands_and_holes_go_as_in_the_authors_eval():
     assert out[3, 3, 3] and not out[8, 8, 8] and out.sum() == 125
 
 
-@pytest.mark.skipif(not realism.WEIGHTS.is_file(), reason=f"published weights not at {realism.WEIGHTS}")
-def test_published_model_finds_a_synthetic_lesion_and_the_report_is_written(tmp_path):
+needs_weights = pytest.mark.skipif(not realism.WEIGHTS.is_file(), reason=f"published weights not at {realism.WEIGHTS}")
+
+
+@pytest.fixture(scope="module")
+def judged(tmp_path_factory) -> tuple[dict, Path]:
     """One lesion rat and one sham at 256x256x18, one orientation (about a minute on 2 CPU threads)."""
-    out = tmp_path / "results_realism.md"
+    out = tmp_path_factory.mktemp("realism") / "results_realism.md"
     stored = next(o for o in realism.ORIENTATIONS if o.name == "stored")
-    result = realism.run(out, n_lesion=1, n_sham=1, seed=0, label="test", orientations=[stored])
+    return realism.run(out, n_lesion=1, n_sham=1, seed=0, label="test", orientations=[stored]), out
+
+
+@needs_weights
+def test_published_model_finds_a_synthetic_lesion_and_the_report_is_written(judged):
+    result, out = judged
     rows = result["rows"]
     assert {r["group"] for r in rows} == {"MCAo", "sham"} and len(rows) == 2
     assert set(realism.COLUMNS) <= set(rows[0])
     lesion = next(r for r in rows if r["group"] == "MCAo")
-    sham = next(r for r in rows if r["group"] == "sham")
-    # A guard against gross regressions, not issue 26's target (< 10 mm3 in every sham, which the current rat does
-    # not meet: benchmarks/results_realism.md). This sham measured 10.1 mm3 on the current generator, 3.6 when the
-    # earlier rat met issue 21's targets; the generator before its rebuild gave shams of 67-197 mm3.
     assert lesion["dice"] >= 0.6, f"published model's Dice on a synthetic lesion: {lesion['dice']:.3f}"
-    assert 0.0 <= sham["predicted_mm3"] < 20.0, f"published model marks {sham['predicted_mm3']:.1f} mm3 in a sham"
     text = out.read_text()
     assert "| orientation | model sees | mean lesion Dice |" in text
     assert "| " + " | ".join(realism.COLUMNS) + " |" in text
     assert "Best orientation: **stored**" in text
-    pngs = sorted((tmp_path / "realism").glob("*.png"))
+    pngs = sorted((out.parent / "realism").glob("*.png"))
     assert len(pngs) == 2 and all(p.stat().st_size > 1000 for p in pngs)
+
+
+@needs_weights
+@pytest.mark.xfail(strict=True, reason="issue 26 item 5 is not met on the current rat (benchmarks/results_realism.md):"
+                                       " this sham measures 10.1 mm3; strict, so meeting it again fails here")
+def test_published_model_leaves_a_synthetic_sham_under_10_mm3(judged):
+    """Issue 26's sham target on one case (3.6 mm3 when the earlier rat met issue 21's targets)."""
+    sham = next(r for r in judged[0]["rows"] if r["group"] == "sham")
+    assert 0.0 <= sham["predicted_mm3"] < 10.0, f"published model marks {sham['predicted_mm3']:.1f} mm3 in a sham"
