@@ -6,7 +6,7 @@ test cohort of at least 40 lesion mice, n = 4 should score at least 0.05 Dice be
 and n = 16 about at or below the real reference (~0.85). Transfer is not part of this check.
 
 Uses the library's own pieces only: ``synthesize_dataset`` (fresh seeds), ``prepare_dataset``,
-``lesion_balanced_subsets``, ``setup_training`` + ``fit`` (RunSpec, strategy ``scratch``), ``predict_volume``.
+``lesion_balanced_subsets``, ``setup_training`` + ``fit`` (RunSpec, strategy ``scratch``), ``predict_items``.
 Dice is computed per test lesion mouse on the prepared grid (the study scores on each scan's own grid; the
 prepared grid is cheaper and the comparison between n is what matters here).
 
@@ -33,7 +33,7 @@ from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.preprocess import prepare_dataset  # noqa: E402
 from lesionseg.data.splits import lesion_balanced_subsets  # noqa: E402
 from lesionseg.data.synthetic import synthesize_dataset  # noqa: E402
-from lesionseg.training.engine import build_loss, predict_volume  # noqa: E402
+from lesionseg.training.engine import build_loss, predict_items  # noqa: E402
 from lesionseg.training.fit import fit, load_checkpoint  # noqa: E402
 from lesionseg.training.loaders import load_items  # noqa: E402
 from lesionseg.training.setup import setup_training  # noqa: E402
@@ -91,13 +91,10 @@ def test_scores(model, prepared: Path, cases: list[dict], roi_size, use_bf16: bo
     groups = {c["case_id"]: c["group"] for c in cases}
     lesion, sham = [], []
     with torch.inference_mode():
-        for item in items:
-            prob = predict_volume(model, torch.from_numpy(item["image"][None]), roi_size, torch.device("cpu"),
-                                  amp=use_bf16)
-            pred = prob[0].float().numpy() > 0.5
-            truth = item["label"][0] > 0.5
-            (lesion if groups[item["case_id"]] == "MCAo" else sham).append(
-                dice(pred, truth) if groups[item["case_id"]] == "MCAo" else float(pred.sum()))
+        predicted = predict_items(model, items, roi_size, torch.device("cpu"), amp=use_bf16)
+    for item, (pred, truth) in zip(items, predicted):
+        (lesion if groups[item["case_id"]] == "MCAo" else sham).append(
+            dice(pred, truth) if groups[item["case_id"]] == "MCAo" else float(pred.sum()))
     return {"dice": float(np.mean(lesion)), "n_lesion": len(lesion), "sham_voxels": float(np.mean(sham)),
             "n_sham": len(sham), "per_case": lesion}
 
