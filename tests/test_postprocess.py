@@ -1,8 +1,13 @@
 """The minimum lesion volume a model keeps: component removal, and its choice on validation cases."""
+import nibabel as nib
 import numpy as np
 import pytest
 
-from lesionseg.postprocess import choose_min_lesion_volume, remove_small_lesions
+import torch
+
+from lesionseg.data.io import Volume
+from lesionseg.inference import Segmenter
+from lesionseg.postprocess import choose_min_lesion_volume, remove_lesions_outside_head, remove_small_lesions
 from lesionseg.training.engine import selection_dice
 
 
@@ -51,3 +56,44 @@ def test_ties_keep_the_smallest_volume():
 def test_mismatched_cases_are_refused():
     with pytest.raises(ValueError, match="one prediction per validation case"):
         choose_min_lesion_volume([np.zeros((2, 2, 2))], [], voxel_mm3=0.1, score=selection_dice)
+
+
+def _head_scan(shape=(24, 24, 24)):
+    """A bright ball (the head) in dark air, with a little noise."""
+    rng = np.random.default_rng(0)
+    return (_blob(shape, (12, 12, 11), 8) * 100.0 + rng.normal(0, 2, shape)).astype(np.float32)
+
+
+def test_lesions_mostly_outside_the_head_are_dropped():
+    image = _head_scan()
+    inside = _blob(image.shape, (12, 12, 11), 3)
+    in_air = _blob(image.shape, (12, 12, 22), 1)  # above the head: air
+    straddling = np.zeros_like(inside)
+    straddling[12, 2:6, 11] = 1  # head edge at y = 4: two of four voxels inside: kept (>= half)
+    mask = inside | in_air | straddling
+    out = remove_lesions_outside_head(mask, image)
+    assert out.dtype == mask.dtype
+    np.testing.assert_array_equal(out, inside | straddling)
+    assert not remove_lesions_outside_head(in_air, image).any()
+    with pytest.raises(ValueError, match="one grid"):
+        remove_lesions_outside_head(mask, image[:-1])
+
+
+class _Everywhere(torch.nn.Module):
+    """A 'network' that marks lesion everywhere the scan is bright or in one box of air."""
+
+    def forward(self, x):
+        lesion = (x > 1.5).float()
+        lesion[..., 10:14, 10:14, 21:24] = 1.0  # a block of air above the head
+        return torch.cat([1 - lesion, lesion], dim=1) * 10
+
+
+def test_the_segmenter_applies_head_only_as_the_model_stored_it():
+    image = _head_scan()
+    image[10:15, 10:15, 9:14] *= 2  # a bright lesion inside the head
+    volume = Volume(image, np.diag([0.2, 0.2, 0.2, 1.0]), nib.Nifti1Header())
+    prep = {"target_spacing": [0.2, 0.2, 0.2], "shape": list(image.shape), "clip_percentiles": [0.5, 99.5]}
+    kept = Segmenter(_Everywhere(), [24, 24, 24], prep, {"head_only": False}).segment(volume)
+    dropped = Segmenter(_Everywhere(), [24, 24, 24], prep, {"head_only": True}).segment(volume)
+    assert kept[10:14, 10:14, 21:23].all() and not dropped[:, :, 20:].any()
+    assert dropped.sum() > 0 and (dropped <= kept).all()  # the lesion in the head stays

@@ -52,7 +52,9 @@ def test_pretrain_then_partial_finetune_logs_everything(tiny_project, tiny_param
     assert decision["chosen_on"] == "validation" and params["min_lesion_mm3"] == str(decision["min_lesion_mm3"])
     assert run.data.metrics["val_dice_postprocessed"] == max(decision["mean_val_score_by_min_lesion_mm3"].values())
     weights = torch_load(root / "models/finetune/x/model.pt")
-    assert weights["postprocessing"] == {"min_lesion_mm3": decision["min_lesion_mm3"], "chosen_on": "validation"}
+    assert weights["postprocessing"] == {"head_only": True, "min_lesion_mm3": decision["min_lesion_mm3"],
+                                         "chosen_on": "validation"}
+    assert params["head_only"] == "True" and decision["head_only"] is True
     version = client.get_model_version(TARGET_MODEL, result["version"])
     assert version.tags["strategy"] == "partial" and version.tags["run_id"] == result["run_id"]
     assert version.tags["repeat"] == "0" and version.tags["converged"] == tags["converged"]

@@ -19,7 +19,7 @@ from lesionseg.data.io import read_json, write_json, write_text
 from lesionseg.data.preprocess import image_digest, load_manifest, load_prepared_case
 from lesionseg.errors import TrackingError
 from lesionseg.layout import Layout
-from lesionseg.postprocess import choose_min_lesion_volume
+from lesionseg.postprocess import choose_min_lesion_volume, remove_lesions_outside_head
 from lesionseg.tracking import lineage, registry, store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.context import RunContext
@@ -85,19 +85,22 @@ def _train_in_run(spec: RunSpec, setup: TrainingSetup, run_id: str, *, resumed: 
 
 
 def choose_postprocessing(spec: RunSpec, setup: TrainingSetup) -> dict[str, Any]:
-    """The smallest lesion component the model keeps, chosen on its validation cases with the best weights
-    (:mod:`lesionseg.postprocess`); logged as param ``min_lesion_mm3`` and metric ``val_dice_postprocessed``."""
+    """The model's post-processing (:mod:`lesionseg.postprocess`): lesions outside the head dropped, then the
+    smallest lesion component it keeps, chosen on its validation cases with the best weights; logged as params
+    ``head_only`` and ``min_lesion_mm3`` and metric ``val_dice_postprocessed``."""
     device = next(setup.model.parameters()).device
     cases = predict_items(setup.model, setup.val_items, setup.roi_size, device, overlap=spec.train.sw_overlap,
                           amp=spec.train.amp)
-    predictions, labels = [pred.astype(np.uint8) for pred, _ in cases], [label for _, label in cases]
+    predictions = [remove_lesions_outside_head(pred.astype(np.uint8), np.asarray(item["image"][0]))
+                   for (pred, _), item in zip(cases, setup.val_items)]
+    labels = [label for _, label in cases]
     voxel_mm3 = float(np.prod(load_manifest(spec.prepared_dir)["target_spacing"]))
     chosen, means = choose_min_lesion_volume(predictions, labels, voxel_mm3, selection_dice)
-    mlflow.log_param("min_lesion_mm3", chosen)
+    mlflow.log_params({"head_only": True, "min_lesion_mm3": chosen})
     mlflow.log_metric("val_dice_postprocessed", means[chosen])
-    mlflow.log_dict({"chosen_on": "validation", "min_lesion_mm3": chosen,
+    mlflow.log_dict({"chosen_on": "validation", "head_only": True, "min_lesion_mm3": chosen,
                      "mean_val_score_by_min_lesion_mm3": means}, "postprocessing.json")
-    return {"min_lesion_mm3": chosen, "chosen_on": "validation"}
+    return {"head_only": True, "min_lesion_mm3": chosen, "chosen_on": "validation"}
 
 
 def lineage_tags(spec: RunSpec, context: RunContext) -> dict[str, str]:
