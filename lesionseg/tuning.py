@@ -34,6 +34,7 @@ from lesionseg.networks import build_network, network_blocks
 from lesionseg.tracking import store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.context import RunContext
+from lesionseg.tracking.import_weights import log_source_param, source_tags
 from lesionseg.tracking.run import lineage_tags, log_run_start, train_tracked
 from lesionseg.training.engine import build_loss
 from lesionseg.training.setup import setup_training
@@ -345,9 +346,11 @@ def tune_and_retrain(base: RunSpec, cfg: TuneConfig, final_train: TrainConfig, c
     out_dir = layout.tuning_dir(base.sample_size, base.repeat)
     log_study_summary(study, outcome, out_dir / "plots")
     final = final_spec(base, outcome["best_params"], final_train)
+    source = source_tags(final.pretrained)  # the weights' sha256, as a finetune cell carries it
     result = train_tracked(final, context, layout.tuned_dir(base.sample_size, base.repeat),
                            layout.checkpoints("tuned", f"n{base.sample_size}-r{base.repeat}"), register_as=register_as,
-                           tags={"tuned": "true", "optuna_study": outcome["study"]})
+                           tags={"tuned": "true", "optuna_study": outcome["study"], **source})
+    log_source_param(result["run_id"], source)
     outcome["final"] = {k: result.get(k) for k in ("run_id", "version", "best_val_dice", "model_uri")}
     write_json(out_dir / "best.json", outcome)
     return outcome

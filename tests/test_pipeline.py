@@ -195,6 +195,12 @@ def test_every_training_run_records_the_dvc_lock_hash_of_each_input(built):
                   "models/pretrained/ratlesnetv2"]
         tags = {p: run.data.tags.get(f"data_hash.{p}") for p in inputs}
         assert tags == {p: recorded[p] for p in inputs}, run.info.run_name
+    # the tuned model names its source weights as the transfer cells do (tag, param, registry version tag)
+    sha256 = {r.data.tags["pretrained_sha256"] for r in partial}
+    assert len(sha256) == 1
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    (tuned,) = client.search_runs(experiments, filter_string="tags.tuned = 'true'")
+    assert {tuned.data.tags.get("pretrained_sha256"), tuned.data.params.get("pretrained_sha256")} == sha256
 
 
 def test_second_repro_does_nothing(repo):
