@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from lesionseg.data.io import Volume, read_volume, write_text, write_volume
 from lesionseg.data.preprocess import prepare_volume, restore_to_input
 from lesionseg.networks import build_network
-from lesionseg.postprocess import remove_lesions_outside_head, remove_small_lesions
+from lesionseg.postprocess import keep_inside_head, remove_small_lesions
 from lesionseg.training.engine import predict_volume
 from lesionseg.training.fit import load_checkpoint
 
@@ -57,14 +57,14 @@ class Segmenter:
 
     def segment(self, volume: Volume) -> np.ndarray:
         """uint8 lesion mask of ``volume``'s shape, in its voxel grid (any orientation and spacing), without the
-        lesion components outside the head (``head_only``) and those smaller than the model's ``min_lesion_mm3``
+        voxels outside the head (``head_only``) and the lesion components smaller than the model's ``min_lesion_mm3``
         (chosen on its validation data): :mod:`lesionseg.postprocess`."""
         p = self.preprocessing
         image, _, affine = prepare_volume(volume, None, target_spacing=p["target_spacing"], shape=p["shape"],
                                           clip_percentiles=tuple(p["clip_percentiles"]), crop=p.get("crop", "head"))
         prepared_mask = predict_mask(self.model, image, self.roi_size, amp=self.amp)
         if self.postprocessing.get("head_only", False):
-            prepared_mask = remove_lesions_outside_head(prepared_mask, image)
+            prepared_mask = keep_inside_head(prepared_mask, image)
         mask = restore_to_input(prepared_mask, affine, volume)
         return remove_small_lesions(mask, float(self.postprocessing.get("min_lesion_mm3", 0.0)),
                                     float(np.prod(volume.spacing)))

@@ -7,7 +7,7 @@ import torch
 
 from lesionseg.data.io import Volume
 from lesionseg.inference import Segmenter
-from lesionseg.postprocess import choose_min_lesion_volume, remove_lesions_outside_head, remove_small_lesions
+from lesionseg.postprocess import choose_min_lesion_volume, keep_inside_head, remove_small_lesions
 from lesionseg.training.engine import selection_dice
 
 
@@ -64,19 +64,20 @@ def _head_scan(shape=(24, 24, 24)):
     return (_blob(shape, (12, 12, 11), 8) * 100.0 + rng.normal(0, 2, shape)).astype(np.float32)
 
 
-def test_lesions_mostly_outside_the_head_are_dropped():
+def test_only_lesion_voxels_inside_the_head_are_kept():
     image = _head_scan()
     inside = _blob(image.shape, (12, 12, 11), 3)
     in_air = _blob(image.shape, (12, 12, 22), 1)  # above the head: air
     straddling = np.zeros_like(inside)
-    straddling[12, 2:6, 11] = 1  # head edge at y = 4: two of four voxels inside: kept (>= half)
+    straddling[12, 1:8, 11] = 1  # one component from the air (y < 4) into the head
     mask = inside | in_air | straddling
-    out = remove_lesions_outside_head(mask, image)
+    out = keep_inside_head(mask, image)
     assert out.dtype == mask.dtype
-    np.testing.assert_array_equal(out, inside | straddling)
-    assert not remove_lesions_outside_head(in_air, image).any()
+    np.testing.assert_array_equal(out, inside | (straddling * (np.arange(24)[None, :, None] >= 4)))
+    assert not keep_inside_head(in_air, image).any()
+    np.testing.assert_array_equal(keep_inside_head(inside, image), inside)  # a lesion in the head is untouched
     with pytest.raises(ValueError, match="one grid"):
-        remove_lesions_outside_head(mask, image[:-1])
+        keep_inside_head(mask, image[:-1])
 
 
 class _Everywhere(torch.nn.Module):

@@ -19,7 +19,7 @@ from lesionseg.data.io import read_json, write_json, write_text
 from lesionseg.data.preprocess import image_digest, load_manifest, load_prepared_case
 from lesionseg.errors import TrackingError
 from lesionseg.layout import Layout
-from lesionseg.postprocess import choose_min_lesion_volume, remove_lesions_outside_head
+from lesionseg.postprocess import choose_min_lesion_volume, keep_inside_head
 from lesionseg.tracking import lineage, registry, store
 from lesionseg.tracking.callback import MlflowCallback
 from lesionseg.tracking.context import RunContext
@@ -85,13 +85,13 @@ def _train_in_run(spec: RunSpec, setup: TrainingSetup, run_id: str, *, resumed: 
 
 
 def choose_postprocessing(spec: RunSpec, setup: TrainingSetup) -> dict[str, Any]:
-    """The model's post-processing (:mod:`lesionseg.postprocess`): lesions outside the head dropped, then the
+    """The model's post-processing (:mod:`lesionseg.postprocess`): predicted voxels outside the head cleared, then the
     smallest lesion component it keeps, chosen on its validation cases with the best weights; logged as params
     ``head_only`` and ``min_lesion_mm3`` and metric ``val_dice_postprocessed``."""
     device = next(setup.model.parameters()).device
     cases = predict_items(setup.model, setup.val_items, setup.roi_size, device, overlap=spec.train.sw_overlap,
                           amp=spec.train.amp)
-    predictions = [remove_lesions_outside_head(pred.astype(np.uint8), np.asarray(item["image"][0]))
+    predictions = [keep_inside_head(pred.astype(np.uint8), np.asarray(item["image"][0]))
                    for (pred, _), item in zip(cases, setup.val_items)]
     labels = [label for _, label in cases]
     voxel_mm3 = float(np.prod(load_manifest(spec.prepared_dir)["target_spacing"]))
