@@ -33,6 +33,7 @@ from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.preprocess import prepare_dataset  # noqa: E402
 from lesionseg.data.splits import lesion_balanced_subsets  # noqa: E402
 from lesionseg.data.synthetic import synthesize_dataset  # noqa: E402
+from lesionseg.evaluation.metrics import dice  # noqa: E402
 from lesionseg.training.engine import build_loss, predict_items  # noqa: E402
 from lesionseg.training.fit import fit, load_checkpoint  # noqa: E402
 from lesionseg.training.loaders import load_items  # noqa: E402
@@ -79,19 +80,12 @@ def _precision(use_bf16: bool):
     return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
 
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    inter = float((pred & truth).sum())
-    total = float(pred.sum() + truth.sum())
-    return 2 * inter / total if total else float("nan")
-
-
 def test_scores(model, prepared: Path, cases: list[dict], roi_size, use_bf16: bool) -> dict:
     """Mean lesion Dice over the test lesion mice, and the mean predicted voxels in test shams."""
     items = load_items(prepared, [c["case_id"] for c in cases])
     groups = {c["case_id"]: c["group"] for c in cases}
     lesion, sham = [], []
-    with torch.inference_mode():
-        predicted = predict_items(model, items, roi_size, torch.device("cpu"), amp=use_bf16)
+    predicted = predict_items(model, items, roi_size, torch.device("cpu"), amp=use_bf16)  # under inference_mode
     for item, (pred, truth) in zip(items, predicted):
         (lesion if groups[item["case_id"]] == "MCAo" else sham).append(
             dice(pred, truth) if groups[item["case_id"]] == "MCAo" else float(pred.sum()))

@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from lesionseg.data.synthetic import synthesize_dataset  # noqa: E402
+from lesionseg.evaluation.metrics import dice  # noqa: E402
 from lesionseg.evaluation.overlays import render_slices  # noqa: E402
 from lesionseg.networks import load_pretrained  # noqa: E402
 from lesionseg.networks.ratlesnetv2 import RatLesNetV2  # noqa: E402
@@ -131,12 +132,6 @@ def predict(model: RatLesNetV2, stored: np.ndarray, orientation: Orientation) ->
         logits = model.forward_authors_order(torch.from_numpy(x)[None, None])
     mask = remove_small_islands(logits[0].argmax(0).numpy().astype(bool))
     return np.moveaxis(orientation.undo(mask), 0, -1)
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks; NaN when both are empty."""
-    total = int(prediction.sum()) + int(truth.sum())
-    return float("nan") if total == 0 else 2.0 * int((prediction & truth).sum()) / total
 
 
 def generate(out_dir: Path, n_lesion: int, n_sham: int, seed: int) -> Path:
