@@ -644,11 +644,24 @@ class PromoteConfig:
             raise ConfigError(f"promote.min_dice_first={self.min_dice_first} must be in [0, 1]; fix params.yaml")
 
 
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """``runtime``: how stage processes start. No result depends on it, so no stage lists it among its params."""
+
+    warm_start: bool = True  # hand each stage to a server that imported torch, MONAI, MLflow once (lesionseg.warmstart)
+    idle_seconds: float = 120.0  # that server exits after this long without a stage
+
+    def __post_init__(self) -> None:
+        if not self.idle_seconds > 0:
+            raise ConfigError(f"runtime.idle_seconds={self.idle_seconds} must be > 0; fix params.yaml")
+
+
 SECTIONS: dict[str, Any] = {
     "datasets": DatasetsConfig.from_section, "data": DataConfig, "prepare": PrepareConfig.from_section,
     "split": SplitConfig, "subsets": SubsetsConfig, "networks": lambda v: NetworksConfig(dict(v)),
     "train": TrainConfig, "pretrain": PretrainConfig, "finetune": FinetuneConfig, "baseline": BaselineConfig,
     "tune": TuneConfig, "study": StudyConfig, "evaluate": EvaluateConfig, "report": ReportConfig, "promote": PromoteConfig,
+    "runtime": RuntimeConfig,
 }
 
 
@@ -690,6 +703,15 @@ class ProjectConfig:
 def load_config(path: str | Path) -> ProjectConfig:
     """The typed configuration of the params file at ``path``."""
     return ProjectConfig(load_params(path), str(Path(path).name))
+
+
+def load_runtime(path: str | Path) -> RuntimeConfig | None:
+    """The ``runtime`` section of the params file at ``path``; None when that file or section is missing or broken
+    (a stage then runs without a warm start, and reports a broken params.yaml itself)."""
+    try:
+        return load_config(path).runtime
+    except (ConfigError, OSError):
+        return None
 
 
 # --- the paper-scale study: params-full.yaml, overrides of params.yaml ---------------------------------------

@@ -13,11 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+from lesionseg import warmstart
+
 _IMPORTED = time.time()  # the fallback start where /proc is missing
 
 
 def process_seconds() -> float:
-    """Seconds since the kernel created this process (/proc), else since this module was imported."""
+    """Seconds since the kernel created this process (/proc), else since this module was imported; in a
+    warm-start worker, since the stage's own process was created."""
+    if warmstart.client_started_at is not None:
+        return time.time() - warmstart.client_started_at
     try:
         start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
         return float(Path("/proc/uptime").read_text().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK")
@@ -29,7 +34,8 @@ def timing(fit_seconds: float) -> str:
     """'; 41.2 s (fit 36.9 s, outside 4.3 s)': this process's wall time, and how much of it was not training steps
     and validation (``fit_seconds``): the stage's fixed cost."""
     wall = process_seconds()
-    return f"; {wall:.1f} s (fit {fit_seconds:.1f} s, outside {wall - fit_seconds:.1f} s)"
+    warm = ", warm start" if warmstart.IN_WORKER else ""
+    return f"; {wall:.1f} s (fit {fit_seconds:.1f} s, outside {wall - fit_seconds:.1f} s{warm})"
 
 
 class FastExit:
@@ -43,6 +49,7 @@ class FastExit:
     def register(cls) -> "FastExit":
         handler = cls()
         atexit.register(handler._exit)
+        warmstart.replay_exit_handlers()  # a warm-start worker's libraries came in before it: their handlers go after
         return handler
 
     def arm(self) -> None:

@@ -17,7 +17,7 @@ PACKAGE = ROOT / "lesionseg"
 # that training can score validation with the same Dice the evaluation reports; postprocess (lesion components
 # on arrays) sits there too, so that tracking chooses it and inference applies it with one definition.
 LAYERS = [
-    {"errors", "arm", "config", "layout", "supervisor", "process"},
+    {"errors", "arm", "config", "layout", "supervisor", "process", "warmstart"},
     {"data", "evaluation.metrics", "postprocess"},
     {"evaluation"},  # scores folders of segmentations: never runs a network (so never imports inference)
     {"networks"},
