@@ -380,3 +380,29 @@ def test_interrupted_repro_resumes_without_redoing_finished_stages(repo):
     assert "Running stage 'pretrain@ratlesnetv2'" not in output
     assert "Running stage 'evaluate'" in output
     assert _lock_has(root, "finetune@ratlesnetv2-partial-4-noaug-0", 3)
+
+
+def test_a_training_stage_run_warm_gives_the_cold_result_and_ends_its_mlflow_run(repo):
+    """params.yaml runtime.warm_start: the first run of a stage is cold and starts the project's warm server; a run
+    after it works in a worker of that server (its stage line says so) and trains the same model, and its MLflow
+    run ends FINISHED with a registered version, as a cold run's does."""
+    root, env, _ = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["runtime"] = {"warm_start": True, "idle_seconds": 30}  # outlasts dvc's own start
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage = "finetune@ratlesnetv2-partial-4-noaug-0"
+    lines = []
+    for _ in range(30):
+        output = _run(["dvc", "repro", "--force", "--single-item", stage], root, env)
+        lines.append(next(line for line in output.splitlines() if line.startswith("finetune:")))
+        if "warm start" in lines[-1]:
+            break
+    assert "warm start" not in lines[0] and "warm start" in lines[-1], lines
+    dice = [re.search(r"val Dice ([0-9.]+)", line).group(1) for line in (lines[0], lines[-1])]
+    assert dice[0] == dice[1], lines
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("lesionseg-finetune").experiment_id], max_results=1,
+                                order_by=["attributes.start_time DESC"])  # the warm stage's run
+    assert f"finetune: {run.info.run_name} " in lines[-1] and run.info.status == "FINISHED"
+    versions = client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    assert len(versions) == 1
