@@ -14,6 +14,9 @@ may be a clone of an older commit with the same data. Figures (one function each
 - ``convergence``: scratch at each demo sample size with a long budget (bf16): its smoothed validation curve and
   whether the project's convergence rule holds at the end.
 - ``valprec``: one model's validation Dice scored in fp32 and in bf16.
+- ``warm``: the fixed cost of one fine-tuning cell (its wall time from outside the process minus the fit seconds
+  its stage line reports) with a 2-step budget, params.yaml ``runtime.warm_start`` false against true,
+  interleaved; the first warm run starts the server and is not counted.
 Timings swing with the machine's load (it is shared): compare figures measured in one run only. ``profile``
 rewrites the project's params.yaml for its runs (restored after each): run nothing else in that project meanwhile.
 ``--render RAW.json ... --md FILE`` rewrites FILE's figures from raw results, keeping the text above its mark.
@@ -177,6 +180,44 @@ def profiles(projects: dict[str, Path], out_dir: Path, repeats: int = 2) -> dict
     for tag, project in projects.items():
         runs[f"{tag} pretrain"] = [profile_stage(project, "pretrain", pretrain_budget, tag, out_dir)]
     return {name: {k: statistics.median(x[k] for x in rows) for k in rows[0]} for name, rows in runs.items()}
+
+
+def _cell_fixed_cost(project: Path, warm: bool) -> dict[str, float]:
+    """One cell run with ``runtime.warm_start`` = ``warm``: wall seconds (measured here), fit and outside."""
+    import re
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params.setdefault("runtime", {})["warm_start"] = warm
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "pipelines/finetune.py", *CELL, "--no-resume"], cwd=project, env=env,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    line = next((x for x in done.stdout.splitlines() if x.startswith("finetune:")), None)
+    if done.returncode or line is None:
+        raise RuntimeError(f"the cell in {project} failed: {done.stderr[-400:]}")
+    fit = float(re.search(r"\(fit ([0-9.]+) s", line).group(1))
+    return {"wall": wall, "fit": fit, "fixed cost (wall - fit)": wall - fit, "warm": "warm start" in line,
+            "val_dice": float(re.search(r"val Dice ([0-9.]+)", line).group(1))}
+
+
+def warm_start_fixed_cost(project: Path, rounds: int = 3) -> dict[str, list[dict[str, float]]]:
+    """Fixed cost of a 2-step cell, cold and warm interleaved; the project's params.yaml is restored after."""
+    old = _set_budget(project, None, {"epochs": 1, "iterations_per_epoch": 2})
+    try:
+        _cell_fixed_cost(project, warm=True)  # starts the server (this run itself is cold)
+        time.sleep(20)  # the server imports torch, MONAI and MLflow before it listens
+        runs: dict[str, list[dict[str, float]]] = {"cold": [], "warm": []}
+        for _ in range(rounds):
+            for tag in ("cold", "warm"):
+                runs[tag].append(_cell_fixed_cost(project, warm=tag == "warm"))
+    finally:
+        (project / "params.yaml").write_text(old)
+    if not all(r["warm"] for r in runs["warm"]):
+        raise RuntimeError("a warm run ran cold: the server was not listening yet")
+    return runs
 
 
 def _fit_dice(spec, amp: bool) -> dict[str, float]:
@@ -370,7 +411,7 @@ def main() -> None:
     parser.add_argument("--md", type=Path, default=Path(__file__).with_name("results_speed.md"))
     parser.add_argument("--before", type=Path, help="a clone of the old code with the same data")
     parser.add_argument("--only", nargs="+", default=["steps", "profile", "dice"],
-                        choices=["steps", "profile", "dice", "convergence", "valprec"])
+                        choices=["steps", "profile", "dice", "convergence", "valprec", "warm"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--first-repeat", type=int, default=0, help="dice: the first repeat (seed offset) to run")
     parser.add_argument("--pretrain-epochs", type=int, default=2, help="dice: pretraining epochs (0: skip)")
@@ -406,6 +447,9 @@ def main() -> None:
         results["convergence"] = convergence(args.project, sizes=args.sizes, epochs=args.epochs)
     if "valprec" in args.only:
         results["valprec"] = validation_by_precision(args.project)
+    if "warm" in args.only:
+        results["warm"] = warm_start_fixed_cost(args.project, rounds=args.repeats)
+        print(json.dumps(results["warm"], indent=1), flush=True)
     results["load_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=1, default=str))
 

@@ -34,6 +34,9 @@ print("on stderr", file=sys.stderr)
 if sys.argv[1] == "sleep":
     print("pid", os.getpid(), flush=True)
     time.sleep(60)
+if sys.argv[1].startswith("nap"):
+    time.sleep(1)
+    sys.exit(int(sys.argv[1][3:]))
 if sys.argv[1] == "ok":
     EXIT.arm()
 sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else 0)
@@ -130,3 +133,13 @@ def test_a_different_thread_setting_or_project_gets_its_own_server(project, tmp_
     assert _socket(root, env) != _socket(tmp_path_factory.mktemp("other"), env)
     assert _socket(root, env) == _socket(root, {**env, "WARM_TEST": "anything"})  # read at run time, not import
     assert len(server_key(root)) == 20
+
+
+def test_two_stages_at_once_each_get_their_own_worker_and_status(project):
+    root, env = project
+    _warm_up(project)
+    procs = [subprocess.Popen([sys.executable, str(root / "stage.py"), f"nap{code}"], cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for code in (5, 6)]
+    outs = [proc.communicate(timeout=30)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [5, 6]
+    assert all("worker True" in out for out in outs) and "'nap5'" in outs[0] and "'nap6'" in outs[1], outs
