@@ -14,6 +14,7 @@ import os
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,9 @@ def log_study_summary(study: optuna.Study, outcome: dict[str, Any], plot_dir: st
     written = []
     for name, draw in plots.items():
         try:
-            axes = draw()
+            with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental: our choice, no user action
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = draw()
         except (ValueError, RuntimeError) as err:  # e.g. importances need >= 2 completed trials
             print(f"tune: skipped {name} plot ({err})")
             continue

@@ -181,6 +181,14 @@ def test_repro_log_has_no_progress_bars(built):
     assert "\r" not in output and "Downloading artifacts" not in output
 
 
+def test_repro_log_has_no_experimental_warning_of_the_tuning_plots(built):
+    """The tune stage draws Optuna's matplotlib plots, which Optuna marks experimental: our choice, not the
+    user's, so the log does not show it (the plots themselves are drawn: they are in tuning/)."""
+    root, _, output = built
+    assert "ExperimentalWarning" not in output
+    assert list((root / "tuning").rglob("optimization_history.png"))
+
+
 def test_every_training_run_records_the_dvc_lock_hash_of_each_input(built):
     root, env, _ = built
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
