@@ -174,6 +174,9 @@ def serve(path: Path, idle_seconds: float, preload: tuple[str, ...] = PRELOAD) -
         _accept_stages(listener, path, inode, idle_seconds)
     finally:
         listener.close()
+        log = path.with_suffix(".log")
+        if log.exists() and log.stat().st_size == 0:  # nothing went wrong: leave no file behind
+            log.unlink(missing_ok=True)
         if _owns(path, inode):
             path.unlink(missing_ok=True)
 

@@ -58,6 +58,8 @@ def project(tmp_path):
             break
         time.sleep(0.1)
     assert not path.exists(), "the warm server did not exit after its idle time"
+    log = path.with_suffix(".log")
+    assert not log.exists() or log.read_text(), "an empty server log is removed when the server exits"
 
 
 def _socket(root: Path, env: dict) -> Path:
