@@ -131,7 +131,8 @@ def test_a_signal_to_the_stage_reaches_its_worker_and_a_dead_stage_takes_its_wor
 
 def test_a_different_thread_setting_or_project_gets_its_own_server(project, tmp_path_factory):
     root, env = project
-    assert _socket(root, env) != _socket(root, {**env, "OMP_NUM_THREADS": "1"})
+    threads = str(int(env.get("OMP_NUM_THREADS") or 1) + 1)  # a value other than the one the tests run with
+    assert _socket(root, env) != _socket(root, {**env, "OMP_NUM_THREADS": threads})
     assert _socket(root, env) != _socket(tmp_path_factory.mktemp("other"), env)
     assert _socket(root, env) == _socket(root, {**env, "WARM_TEST": "anything"})  # read at run time, not import
     assert len(server_key(root)) == 20
