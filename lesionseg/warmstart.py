@@ -83,7 +83,8 @@ def delegate(root: Path, runtime: RuntimeConfig | None, scripts: Path | None = N
     """Run this process's script in the project's warm server and exit with its status; return (to run it here,
     cold) when no server listens, after starting one for the next stage, or when ``runtime`` (params.yaml
     ``runtime``) is missing or turns warm starts off. With ``scripts``, only a process whose main script is in
-    that folder delegates (not a test or tool that imported the caller)."""
+    that folder delegates (not a test or tool that imported the caller, nor a child that multiprocessing spawned
+    for the stage, as ``tune --workers N`` does: its main module is multiprocessing's ``-c``)."""
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     if IN_WORKER or runtime is None or not runtime.warm_start:
         return

@@ -28,18 +28,35 @@ from lesionseg.process import FastExit
 from lesionseg import warmstart
 EXIT = FastExit.register()
 import warmlib
-import atexit; atexit.register(lambda: print("stage exit handler ran", flush=True))
-print("argv", sys.argv[1:], "cwd", os.getcwd(), "env", os.environ.get("WARM_TEST"), "worker", warmstart.IN_WORKER)
-print("on stderr", file=sys.stderr)
-if sys.argv[1] == "sleep":
-    print("pid", os.getpid(), flush=True)
-    time.sleep(60)
-if sys.argv[1].startswith("nap"):
-    time.sleep(1)
-    sys.exit(int(sys.argv[1][3:]))
-if sys.argv[1] == "ok":
-    EXIT.arm()
-sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else 0)
+
+
+def child():
+    print("spawned child ran", flush=True)
+
+
+def main():
+    import atexit; atexit.register(lambda: print("stage exit handler ran", flush=True))
+    print("argv", sys.argv[1:], "cwd", os.getcwd(), "env", os.environ.get("WARM_TEST"), "worker", warmstart.IN_WORKER)
+    print("on stderr", file=sys.stderr)
+    if sys.argv[1] == "spawn":  # as tune --workers N does
+        import multiprocessing
+        process = multiprocessing.get_context("spawn").Process(target=child)
+        process.start()
+        process.join()
+        sys.exit(process.exitcode)
+    if sys.argv[1] == "sleep":
+        print("pid", os.getpid(), flush=True)
+        time.sleep(60)
+    if sys.argv[1].startswith("nap"):
+        time.sleep(1)
+        sys.exit(int(sys.argv[1][3:]))
+    if sys.argv[1] == "ok":
+        EXIT.arm()
+    sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else 0)
+
+
+if __name__ == "__main__":
+    main()
 '''
 
 
@@ -146,3 +163,12 @@ def test_two_stages_at_once_each_get_their_own_worker_and_status(project):
     outs = [proc.communicate(timeout=30)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [5, 6]
     assert all("worker True" in out for out in outs) and "'nap5'" in outs[0] and "'nap6'" in outs[1], outs
+
+
+def test_a_spawned_multiprocessing_child_of_a_warm_stage_runs_its_target_here(project):
+    """tune --workers N spawns processes that re-import the stage's script as __mp_main__, _stage's delegate()
+    call included: they must run their target, not hand the script to another worker."""
+    _warm_up(project)
+    warm = _stage(project, "spawn")
+    assert "worker True" in warm.stdout and "spawned child ran" in warm.stdout, warm.stdout + warm.stderr
+    assert warm.returncode == 0
