@@ -217,8 +217,30 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
                          f"{_inside(values, ref)} | each case's ratio ** ({REFERENCE_TE_MS:g} / TE_eff), as the log "
                          "ratio scales with TE; reference: rounded reading of T2w time courses (Knight 1991; "
                          "Hoehn-Berlage 1995) at TE about 30-50 ms, not re-read |")
+        lines += _substrain_and_blood_rows(domain, lesions)
         lines.append(f"| sham brain voxels >= lesion threshold (%) | {domain} | {_sham_fraction(rows)} | n/a | n/a | "
                      "threshold: median over lesions of each lesion's lower-quartile signal / brain median |")
+    return lines
+
+
+SUBSTRAIN_REFERENCE = ((0.45, 0.65), "J-lineage / N-lineage C57BL/6 mean infarct 'nearly two-fold smaller' (Zhao, "
+                       "Mulligan and Nowak, J Cereb Blood Flow Metab 2019, permanent distal MCAo; abstract read), "
+                       "carried to the filament model as an assumption; the lesions' territories differ by draw")
+
+
+def _substrain_and_blood_rows(domain: str, lesions: list[dict]) -> list[str]:
+    """Lesion volume by substrain (J / N ratio of medians) and how many lesion animals have subarachnoid blood."""
+    lines = []
+    volumes = {s: [r["lesion_mm3"] for r in lesions if r["substrain"] == s] for s in ("C57BL/6J", "C57BL/6N")}
+    if all(volumes.values()):
+        ref, source = SUBSTRAIN_REFERENCE
+        ratio = float(np.median(volumes["C57BL/6J"]) / np.median(volumes["C57BL/6N"]))
+        lines.append(f"| lesion volume, C57BL/6J / C57BL/6N (ratio of medians) | {domain} | {ratio:.3g} (J "
+                     f"{_summary(volumes['C57BL/6J'])}, N {_summary(volumes['C57BL/6N'])}) | {_ref(ref)} | "
+                     f"{ratio:.4g} {'in' if ref[0] <= ratio <= ref[1] else 'OUT'} | {source} |")
+    bleeding = sum(bool(r["subarachnoid_blood"]) for r in lesions)
+    lines.append(f"| subarachnoid blood (% of lesion animals) | {domain} | {100 * bleeding / max(len(lesions), 1):.3g} "
+                 f"({bleeding} of {len(lesions)}) | n/a | n/a | drawn for 5 % (assumed; docs/synthetic.md) |")
     return lines
 
 
@@ -266,7 +288,8 @@ def _cohort_lines(domain: str) -> list[str]:
                 f"SNR {1 / spec.noise_sigma:.0f}, coil radius {spec.coil_radius_mm} mm"]
     return [f"- {domain} cohort {k}: {p.field_t} T, TR {p.tr_s} s, TE_eff {p.te_ms} ms, SNR {p.snr:.0f}, "
             f"{'surface loop %.0f mm' % p.coil_radius_mm if p.coil_radius_mm < 30 else 'volume coil'}, "
-            f"bias {p.bias_strength:.2f}, {_grid(cohort_spec(demo, p))}" for k, p in enumerate(protocols)]
+            f"bias {p.bias_strength:.2f}, {_grid(cohort_spec(demo, p))}, {p.substrain or 'pooled'} mice"
+            for k, p in enumerate(protocols)]
 
 
 def _grid(spec) -> str:

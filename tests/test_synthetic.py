@@ -293,3 +293,37 @@ def test_cohorts_differ_in_resolution_over_the_same_fov_and_slab():
         assert scanned.n_slices * scanned.spacing[2] == pytest.approx(spec.n_slices * spec.slice_thickness_mm)
         assert scanned.spacing[2] == pytest.approx(spec.spacing[2] * protocol.slice_scale, rel=0.05)
     assert DOMAINS["rat"].cohorts is None  # the rat source keeps one protocol
+
+
+def test_subarachnoid_blood_darkens_the_basal_cisterns_of_lesion_animals_only():
+    """Blood from a perforating filament (haemorrhage.py): dark, outside the brain, on the operated side, never in
+    the mask, never in shams; drawn from a child stream, so the animal without it is the same scan elsewhere."""
+    spec = domain_spec("rat", matrix=64)
+    bleeding = replace(spec, subarachnoid_blood_fraction=1.0)
+    plain, blood = (synthesize_case(s, "r", np.random.default_rng([5, 0]), lesion=True) for s in (spec, bleeding))
+    assert blood.info["subarachnoid_blood"] and not plain.info["subarachnoid_blood"]
+    assert np.array_equal(plain.label, blood.label)
+    darker = plain.image.astype(float) - blood.image > 0.3 * np.median(plain.image[plain.brain_mask])
+    assert 2 <= darker.sum() * np.prod(spec.spacing) <= 30  # mm3: a basal pool, not a flood
+    assert not (darker & ndimage.binary_erosion(blood.brain_mask)).any()  # outside the brain, up to a voxel's blur
+    centre = _world(plain, plain.brain_mask).mean(axis=0)
+    where = _world(blood, darker) - centre
+    assert (where[:, 0] * blood.info["side"] > 0).mean() > 0.8 and (where[:, 2] < 0).all()  # operated side, below
+    sham = synthesize_case(bleeding, "r", np.random.default_rng([5, 0]), lesion=False)
+    assert not sham.info["subarachnoid_blood"]
+    assert np.array_equal(sham.image, synthesize_case(spec, "r", np.random.default_rng([5, 0]), lesion=False).image)
+
+
+def test_mouse_cohorts_carry_both_c57bl6_lineages_and_j_lesions_are_smaller():
+    """Substrain per cohort (lesion.SUBSTRAIN_LESION_VOLUME): both lineages among the world's cohorts, and the same
+    animal's lesion is smaller in a J-lineage lab than in an N-lineage one, by about the published ratio."""
+    spec = domain_spec("mouse", matrix=48)
+    protocols = cohort_protocols(spec)
+    assert {p.substrain for p in protocols} == {"C57BL/6J", "C57BL/6N"}
+    j, n = (cohort_spec(spec, replace(protocols[0], substrain=s)) for s in ("C57BL/6J", "C57BL/6N"))
+    assert j.lesion_volume_factor < 1 < n.lesion_volume_factor
+    volumes = {s.substrain: [synthesize_case(s, "m", np.random.default_rng([9, i]), lesion=True).lesion_volume_mm3
+                             for i in range(4)] for s in (j, n)}
+    ratio = np.array(volumes["C57BL/6J"]) / np.array(volumes["C57BL/6N"])
+    assert (ratio < 0.8).all() and 0.3 <= np.median(ratio) <= 0.65  # "nearly two-fold", clipped by the brain
+    assert synthesize_case(j, "m", np.random.default_rng([9, 0]), lesion=True).info["substrain"] == "C57BL/6J"

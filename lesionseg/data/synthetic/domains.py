@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lesionseg.data.synthetic.anatomy import Anatomy
-from lesionseg.data.synthetic.lesion import TIME_POINTS, LesionModel
+from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TIME_POINTS, LesionModel
 from lesionseg.data.synthetic.protocol import (
-    PROTOCOL, RELAXATION, CohortRanges, Contrast, Protocol, draw_protocol, draw_resolution, relaxation_at,
-    t2w_contrast,
+    PROTOCOL, RELAXATION, CohortRanges, Contrast, Protocol, draw_protocol, draw_resolution, draw_substrains,
+    relaxation_at, t2w_contrast,
 )
 from lesionseg.data.synthetic.rater import RaterModel
 from lesionseg.data.synthetic.scene import AnimalRanges
@@ -48,6 +48,9 @@ class DomainSpec:
     lesion_model: LesionModel = LesionModel()
     territory_weights: tuple[float, float, float] | None = None  # None: by occlusion time (TERRITORY_BY_OCCLUSION)
     petechiae_fraction: float = 0.0
+    subarachnoid_blood_fraction: float = 0.0  # lesion animals with blood in the basal cisterns (haemorrhage.py)
+    substrain: str | None = None  # the animals' substrain (a cohort's; None: the pooled population)
+    lesion_volume_factor: float = 1.0  # the substrain's lesion volume / the pooled population's
     rater: RaterModel = RaterModel()
 
     @property
@@ -82,12 +85,12 @@ DOMAINS: dict[str, DomainSpec] = {
         contrast=t2w_contrast(RELAXATION["mouse"], *PROTOCOL["mouse"]),
         brain_center_mm=(0.0, 0.0, 5.0), noise_sigma=0.05, coil_radius_mm=12.0, coil_gap_mm=2.0, bias_strength=0.06,
         signal_scale=3000.0, field_t=7.0, tr_s=PROTOCOL["mouse"][0], te_ms=PROTOCOL["mouse"][1],
-        cohorts=CohortRanges(), n_cohorts=MOUSE_COHORTS,
+        cohorts=CohortRanges(substrains=("C57BL/6J", "C57BL/6N")), n_cohorts=MOUSE_COHORTS,
         animal=AnimalRanges(pose_deg=(8.0, 8.0, 3.0), ventricle_volume=(0.5, 3.0), ventricle_asymmetry=0.25,
                             muscle_oedema_fraction=0.25),
         lesion_model=LesionModel(time_points=("24h", "48h", "72h", "7d"), time_weights=(0.4, 0.25, 0.15, 0.2),
                                  occlusions_min=(30, 45, 60, 90), occlusion_weights=(0.2, 0.3, 0.35, 0.15)),
-        petechiae_fraction=0.1,
+        petechiae_fraction=0.1, subarachnoid_blood_fraction=0.05,
         rater=RaterModel(border_mm=(-0.1, 0.1), rim_left_out_fraction=0.3),
     ),
     "rat": DomainSpec(
@@ -106,7 +109,7 @@ DOMAINS: dict[str, DomainSpec] = {
         # check was declared and run on it (docs/synthetic.md, "not done").
         lesion_model=LesionModel(time_points=RAT_STAGES, time_weights=(1, 1, 2, 1, 1, 1, 1, 1, 1),
                                  whole_scale=(0.85, 1.0)),
-        territory_weights=(0.15, 0.7, 0.15), petechiae_fraction=0.05,
+        territory_weights=(0.15, 0.7, 0.15), petechiae_fraction=0.05, subarachnoid_blood_fraction=0.05,
     ),
 }
 
@@ -130,7 +133,7 @@ def domain_spec(name: str, matrix: int | None = None, n_slices: int | None = Non
 
 def cohort_spec(spec: DomainSpec, protocol: Protocol) -> DomainSpec:
     """``spec`` scanned with ``protocol``: contrast from the relaxation times at its field, its coil, bias and SNR,
-    its matrix (same FOV) and slices (same slab) at the protocol's resolution."""
+    its matrix (same FOV) and slices (same slab) at the protocol's resolution, its animals' substrain."""
     tissues = relaxation_at(spec.name, protocol.field_t)
     n_slices = max(4, round(spec.n_slices / protocol.slice_scale))
     return replace(
@@ -138,6 +141,8 @@ def cohort_spec(spec: DomainSpec, protocol: Protocol) -> DomainSpec:
         coil_radius_mm=protocol.coil_radius_mm, bias_strength=protocol.bias_strength, field_t=protocol.field_t,
         tr_s=protocol.tr_s, te_ms=protocol.te_ms, matrix=max(16, round(spec.matrix / protocol.pixel_scale)),
         n_slices=n_slices, slice_thickness_mm=spec.n_slices * spec.slice_thickness_mm / n_slices,
+        substrain=protocol.substrain,
+        lesion_volume_factor=1.0 if protocol.substrain is None else SUBSTRAIN_LESION_VOLUME[protocol.substrain],
     )
 
 
@@ -149,8 +154,10 @@ def cohort_protocols(spec: DomainSpec) -> list[Protocol]:
     key = zlib.crc32(spec.name.encode())
     rng, resolution_rng = np.random.default_rng([key, 0xC0]), np.random.default_rng([key, 0xC1])
     protocols = [draw_protocol(rng, spec.cohorts) for _ in range(spec.n_cohorts)]
-    return [replace(p, **dict(zip(("pixel_scale", "slice_scale"), draw_resolution(resolution_rng, spec.cohorts))))
-            for p in protocols]
+    protocols = [replace(p, **dict(zip(("pixel_scale", "slice_scale"), draw_resolution(resolution_rng, spec.cohorts))))
+                 for p in protocols]
+    substrains = draw_substrains(np.random.default_rng([key, 0xC2]), spec.cohorts, spec.n_cohorts)
+    return [replace(p, substrain=s) for p, s in zip(protocols, substrains)]
 
 
 def case_cohort(spec: DomainSpec, seed: int, index: int) -> int | None:

@@ -124,7 +124,7 @@ def relaxation_at(species: str, field_t: float) -> dict[str, Relaxation]:
 
 @dataclass(frozen=True)
 class Protocol:
-    """One cohort's scanner and T2w RARE sequence."""
+    """One cohort: its scanner and T2w RARE sequence, and the substrain of its animals (None: not varied)."""
 
     field_t: float
     tr_s: float
@@ -134,6 +134,7 @@ class Protocol:
     bias_strength: float  # amplitude of the smooth random log-bias field
     pixel_scale: float = 1.0  # in-plane pixel size / the dataset's (same FOV: the matrix shrinks as it grows)
     slice_scale: float = 1.0  # slice thickness / the dataset's (same slab: fewer, thicker slices)
+    substrain: str | None = None  # a key of lesion.SUBSTRAIN_LESION_VOLUME
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ class CohortRanges:
     # at the demo's 0.2 mm x 0.5 mm, pixels of 0.16 / 0.2 / 0.25 mm and slices of 0.4 / 0.5 / 0.7 mm.
     pixel_scales: tuple[float, ...] = (0.8, 1.0, 1.25)
     slice_scales: tuple[float, ...] = (0.8, 1.0, 1.4)
+    # The animals' substrain, one per cohort (lab): the cohorts take these in turn, in an order drawn per world.
+    substrains: tuple[str, ...] = ()
 
 
 def draw_protocol(rng: np.random.Generator, ranges: CohortRanges) -> Protocol:
@@ -171,3 +174,12 @@ def draw_resolution(rng: np.random.Generator, ranges: CohortRanges) -> tuple[flo
     """One cohort's (pixel_scale, slice_scale) from ``ranges`` (a separate stream from :func:`draw_protocol`, so
     adding resolution left every cohort's scanner and sequence as they were)."""
     return float(rng.choice(ranges.pixel_scales)), float(rng.choice(ranges.slice_scales))
+
+
+def draw_substrains(rng: np.random.Generator, ranges: CohortRanges, n_cohorts: int) -> list[str | None]:
+    """Each cohort's substrain: ``ranges.substrains`` taken in turn (so each occurs when there are enough
+    cohorts), in a shuffled order. A separate stream again, so the cohorts' scanners stay as they were."""
+    if not ranges.substrains:
+        return [None] * n_cohorts
+    turns = [ranges.substrains[i % len(ranges.substrains)] for i in range(n_cohorts)]
+    return [turns[int(i)] for i in rng.permutation(n_cohorts)]

@@ -11,6 +11,9 @@ from lesionseg.data.synthetic.artefacts import (
     PETECHIA_SIGNAL, PSF_SIGMA_PIXELS, coil_and_bias, draw_petechiae, petechiae_sd, rician,
 )
 from lesionseg.data.synthetic.domains import DomainSpec
+from lesionseg.data.synthetic.haemorrhage import (
+    SUBARACHNOID_BLOOD_SIGNAL, SubarachnoidBlood, draw_subarachnoid_blood, subarachnoid_blood_sd,
+)
 from lesionseg.data.synthetic.lesion import (
     LESION_SCALE, RIM_FRACTION, Lesion, draw_lesion, lesion_sd, lesion_signal, midline_shift,
 )
@@ -42,6 +45,7 @@ class _Animal:
     lesion: Lesion
     petechiae: np.ndarray
     rater_mm: float
+    subarachnoid_blood: SubarachnoidBlood | None = None
 
 
 # Partial volume across thick slices: a 2D slice integrates its slice profile, so structures that curve through a
@@ -68,6 +72,11 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
         x = midline_shift(x, y, scene.semi, drawn, shift_mm)
     speckle = pose.speckle(rel)
     csf, ventricles = paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), speckle, pose.ventricles)
+    if lesion and animal.subarachnoid_blood is not None:  # in the cisterns: the unshifted frame
+        shell_mm = 2.5 * spec.anatomy.csf_mm + spec.anatomy.skull_mm  # the basal CSF and skull base
+        blood = subarachnoid_blood_sd(*scene.at(box), animal.subarachnoid_blood, drawn.side, parts["union"][box],
+                                      scene.semi, shell_mm)
+        canvas.paint(blood, SUBARACHNOID_BLOOD_SIGNAL, box)
     signal, label, brain, ventricle = (np.zeros(scene.shape, np.float32) for _ in range(4))
     if lesion:
         sd = lesion_sd((x, y, z), rel, drawn, parts["cerebrum"][box], csf, scene.semi)
@@ -84,11 +93,14 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
 
 
 def draw_animal(rng: np.random.Generator, spec: DomainSpec) -> _Animal:
-    """Pose and anatomy, lesion (drawn for shams too: their operated side), petechiae and the rater, in that order."""
+    """Pose and anatomy, lesion (drawn for shams too: their operated side), petechiae and the rater, in that order;
+    subarachnoid blood from a child stream (``rng.spawn``), so adding it left every other draw as it was."""
+    later = rng.spawn(1)[0]
     pose, drawn = draw_pose(rng, spec), draw_lesion(rng, spec)
     petechiae = draw_petechiae(rng, spec.petechiae_fraction)
     rater_mm = draw_rater(rng, spec.rater, RIM_FRACTION * spec.anatomy.brain_semi_axes_mm[0])
-    return _Animal(pose, drawn, petechiae, rater_mm)
+    blood = draw_subarachnoid_blood(later, spec.subarachnoid_blood_fraction)
+    return _Animal(pose, drawn, petechiae, rater_mm, blood)
 
 
 def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, lesion: bool) -> SyntheticCase:
@@ -126,4 +138,5 @@ def _info(spec: DomainSpec, animal: _Animal, lesion: bool) -> dict:
         "territory": drawn.territory if lesion else None, "occlusion_min": drawn.occlusion_min if lesion else None,
         "lesion_contrast": drawn.contrast if lesion else None, "petechiae": int(len(animal.petechiae)) if lesion else 0,
         "rater_mm": animal.rater_mm if lesion else None,
+        "subarachnoid_blood": lesion and animal.subarachnoid_blood is not None, "substrain": spec.substrain,
     }
