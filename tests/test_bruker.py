@@ -290,7 +290,7 @@ SYNTHETIC = {"rat": ("rat", 5, None), "mouse": ("mouse", 5, None), "mouse-accept
 
 
 def test_demo_synthesize_then_import_gives_synths_raw_data(tmp_path, monkeypatch):
-    size = {"cases": 2, "matrix": 16, "n_slices": 4, "sham_fraction": 0.5}
+    size = {"cases": 2, "matrix": 24, "n_slices": 6, "sham_fraction": 0.5}
     params = {"datasets": {"synthetic": {
         name: {"domain": domain, "seed": seed, **size, **({"case_prefix": prefix} if prefix else {})}
         for name, (domain, seed, prefix) in SYNTHETIC.items()}}}
@@ -302,8 +302,8 @@ def test_demo_synthesize_then_import_gives_synths_raw_data(tmp_path, monkeypatch
         _run_stage("import_bruker", project, params, monkeypatch, "--dataset", name, "--synthetic")
 
     for name, (domain, seed, prefix) in SYNTHETIC.items():
-        expected = synthesize_dataset(domain, 2, seed, tmp_path / "direct" / name, sham_fraction=0.5, matrix=16,
-                                      n_slices=4, case_prefix=prefix)
+        expected = synthesize_dataset(domain, 2, seed, tmp_path / "direct" / name, sham_fraction=0.5, matrix=24,
+                                      n_slices=6, case_prefix=prefix)
         got = project / "data" / "raw" / name
         for record in validate_dataset(expected):
             _assert_same_scan(got / "imagesTr" / record.image.name, *_nifti(record.image))

@@ -327,3 +327,13 @@ def test_mouse_cohorts_carry_both_c57bl6_lineages_and_j_lesions_are_smaller():
     ratio = np.array(volumes["C57BL/6J"]) / np.array(volumes["C57BL/6N"])
     assert (ratio < 0.8).all() and 0.3 <= np.median(ratio) <= 0.65  # "nearly two-fold", clipped by the brain
     assert synthesize_case(j, "m", np.random.default_rng([9, 0]), lesion=True).info["substrain"] == "C57BL/6J"
+
+
+def test_a_grid_too_coarse_for_a_lesion_is_refused_before_anything_is_written(tmp_path):
+    """At 16 x 16 x 4 (10 mm3 voxels) a small J-lineage striatal lesion covers under half of every voxel: the MCAo
+    case would have an empty mask, which the importer rejects. The generator refuses the grid, naming the case."""
+    with pytest.raises(ValueError, match=r"mouseacc_000: its lesion fills under half of any voxel .* pass a larger"):
+        synthesize_dataset("mouse", 2, seed=6, out_dir=tmp_path / "coarse", matrix=16, n_slices=4, sham_fraction=0.5,
+                           case_prefix="mouseacc")
+    assert not (tmp_path / "coarse").exists()
+    assert len(list(tmp_path.iterdir())) == 0  # no temporary folder left either

@@ -70,7 +70,18 @@ def generate_cases(domain: str, n_cases: int, seed: int, *, sham_fraction: float
         rng = np.random.default_rng([int(seed), domain_key, i])
         cohort = case_cohort(spec, int(seed), i)
         scanned = spec if cohort is None else cohort_spec(spec, protocols[cohort])
-        yield synthesize_case(scanned, f"{case_prefix or domain}_{i:03d}", rng, lesion=i not in shams), cohort
+        case = synthesize_case(scanned, f"{case_prefix or domain}_{i:03d}", rng, lesion=i not in shams)
+        _check_lesion_visible(case, scanned)
+        yield case, cohort
+
+
+def _check_lesion_visible(case: SyntheticCase, spec: DomainSpec) -> None:
+    """A lesion case whose mask came out empty (the lesion covers under half of every voxel) would be an MCAo
+    scan without a lesion: refuse the grid rather than write it."""
+    if case.group == "MCAo" and not case.label.any():
+        voxel = float(np.prod(spec.spacing))
+        raise ValueError(f"{case.case_id}: its lesion fills under half of any voxel at matrix {spec.matrix} x "
+                         f"{spec.n_slices} slices ({voxel:.1f} mm3 voxels); pass a larger matrix or more slices")
 
 
 def synthesize_dataset(
