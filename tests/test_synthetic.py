@@ -15,7 +15,7 @@ from scipy import ndimage
 from lesionseg.data.io import read_volume
 from lesionseg.data.synthetic import DOMAINS, RELAXATION, domain_spec, synthesize_case, synthesize_dataset
 from lesionseg.data.synthetic.domains import cohort_protocols, cohort_spec
-from lesionseg.data.synthetic.lesion import TIME_POINTS, lesion_contrast
+from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TIME_POINTS, lesion_contrast
 from lesionseg.data.synthetic.protocol import relaxation_at
 from lesionseg.data.synthetic.rater import RaterModel
 from lesionseg.data.synthetic.scene import AnimalRanges
@@ -321,7 +321,7 @@ def test_mouse_cohorts_carry_both_c57bl6_lineages_and_j_lesions_are_smaller():
     protocols = cohort_protocols(spec)
     assert {p.substrain for p in protocols} == {"C57BL/6J", "C57BL/6N"}
     j, n = (cohort_spec(spec, replace(protocols[0], substrain=s)) for s in ("C57BL/6J", "C57BL/6N"))
-    assert j.lesion_volume_factor < 1 < n.lesion_volume_factor
+    assert SUBSTRAIN_LESION_VOLUME[j.substrain] < 1 < SUBSTRAIN_LESION_VOLUME[n.substrain]
     volumes = {s.substrain: [synthesize_case(s, "m", np.random.default_rng([9, i]), lesion=True).lesion_volume_mm3
                              for i in range(4)] for s in (j, n)}
     ratio = np.array(volumes["C57BL/6J"]) / np.array(volumes["C57BL/6N"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lesionseg.data.synthetic.anatomy import Anatomy
-from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TIME_POINTS, LesionModel
+from lesionseg.data.synthetic.lesion import TIME_POINTS, LesionModel
 from lesionseg.data.synthetic.protocol import (
     PROTOCOL, RELAXATION, CohortRanges, Contrast, Protocol, draw_protocol, draw_resolution, draw_substrains,
     relaxation_at, t2w_contrast,
@@ -49,8 +49,7 @@ class DomainSpec:
     territory_weights: tuple[float, float, float] | None = None  # None: by occlusion time (TERRITORY_BY_OCCLUSION)
     petechiae_fraction: float = 0.0
     subarachnoid_blood_fraction: float = 0.0  # lesion animals with blood in the basal cisterns (haemorrhage.py)
-    substrain: str | None = None  # the animals' substrain (a cohort's; None: the pooled population)
-    lesion_volume_factor: float = 1.0  # the substrain's lesion volume / the pooled population's
+    substrain: str | None = None  # the animals' (a cohort's), lesion.SUBSTRAIN_LESION_VOLUME; None: pooled
     rater: RaterModel = RaterModel()
 
     @property
@@ -142,7 +141,6 @@ def cohort_spec(spec: DomainSpec, protocol: Protocol) -> DomainSpec:
         tr_s=protocol.tr_s, te_ms=protocol.te_ms, matrix=max(16, round(spec.matrix / protocol.pixel_scale)),
         n_slices=n_slices, slice_thickness_mm=spec.n_slices * spec.slice_thickness_mm / n_slices,
         substrain=protocol.substrain,
-        lesion_volume_factor=1.0 if protocol.substrain is None else SUBSTRAIN_LESION_VOLUME[protocol.substrain],
     )
 
 

@@ -33,8 +33,8 @@ TERRITORY_BY_OCCLUSION = {
 
 # Lesion volume by C57BL/6 substrain, relative to the pooled population the volumes above were read from. Zhao,
 # Mulligan and Nowak (J Cereb Blood Flow Metab, 2019; PMC6421252, abstract read) found the mean infarct nearly
-# two-fold smaller in J-lineage substrains (C57BL/6J, JEiJ, ByJ) than in N-lineage ones (NCrl, NJ, NTac), through more small infarcts,
-# after permanent distal MCA + CCA occlusion. Carried over to the filament model as an assumption (Nowak et al.,
+# two-fold smaller in J-lineage substrains (C57BL/6J, JEiJ, ByJ) than in N-lineage ones (NCrl, NJ, NTac), through
+# more small infarcts, after permanent distal MCA + CCA occlusion. Carried over to the filament model as an assumption (Nowak et al.,
 # Neurochem Int 127:12, 2019, review it across models). Each animal's lesion semi-axes scale by the cube root of
 # its substrain's factor; the brain surface and the medial border clip large lesions, so the drawn volumes move
 # less than the factors: 0.5 and 1.5 (an even mix keeps the pooled mean) give J / N = 0.50 in the generated world
@@ -144,7 +144,8 @@ def draw_lesion(rng: np.random.Generator, spec: DomainSpec) -> Lesion:
         semi = semi * np.array([1.0, 1.15, 1.0])
         medial, sparing = float(rng.uniform(0.1, 0.16)), 0.45
     stage = TIME_POINTS[time_point]
-    semi = semi * (stage.volume * spec.lesion_volume_factor) ** (1 / 3)
+    substrain = SUBSTRAIN_LESION_VOLUME[spec.substrain] if spec.substrain else 1.0
+    semi = semi * (stage.volume * substrain) ** (1 / 3)
     width = spec.anatomy.brain_semi_axes_mm[0]
     side = float(rng.choice([-1.0, 1.0]))
     shape, texture = Field(rng, 1.5 * width), Field(rng, 0.4 * width, n_modes=6)
