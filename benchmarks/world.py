@@ -50,6 +50,15 @@ REFERENCE = {
     ("ventricle_mm3", "rat"): (None, "no reference measured"),
     ("snr", "mouse"): ((10, 40), "rodent T2w RARE, issue 26"),
     ("snr", "rat"): ((10, 40), "rodent T2w RARE, issue 26"),
+    ("midline", "mouse"): ((0.95, 1.05), "FVB/NCrl in vivo T2w (dama-lab/mouse-brain-atlas), 8 mice at 0.15 mm, "
+                                          "measured here with dorsal_midline (benchmarks/real_midline.py): "
+                                          "0.952-1.045, median 1.008"),
+    ("midline", "rat"): ((0.95, 1.05), "SIGMA in vivo rat T2w template (aswendtlab/AIDAmri, rat branch), measured "
+                                       "here with dorsal_midline: 0.985 (an average of many rats); range: the mice's"),
+    ("groove_mm", "mouse"): ((-0.08, 0.23), "FVB/NCrl in vivo masks (dama-lab), 8 mice at 0.15 mm, measured here "
+                                             "with midline_groove_mm: median 0.16; the demo's rows are 0.2 mm"),
+    ("groove_mm", "rat"): (None, "SIGMA in vivo rat template's mask, measured here with midline_groove_mm: 0.45 mm "
+                                 "at 0.15 mm (one averaged brain, no range); the demo's rows are 0.25 mm"),
     ("dv_ratio", "mouse"): ((1.01, 1.10), "volume-coil cohorts only: FVB/NCrl in vivo templates (dama-lab), 8 mice, "
                                           "measured here (volume-coil-like)"),
     ("dv_ratio_surface", "mouse"): (None, "surface-loop cohorts: no published dorsal/ventral figure found; a loop "
@@ -109,6 +118,49 @@ def dorsal_ventral(case) -> float:
     return float(np.median(case.image[brain & (index <= low)]) / np.median(case.image[brain & (index >= high)]))
 
 
+def dorsal_midline(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float],
+                   levels=(0.4, 0.5, 0.6)) -> float:
+    """Mean signal at the dorsal midline (|x| <= 0.225 mm) / median of lateral cortex (0.75-1.35 mm from it), both
+    0.45-1.05 mm below each column's own top of ``brain``, averaged over coronal levels at ``levels`` of the brain's
+    front-to-back extent. Arrays: columns left-right, rows from the top down, coronal slices; ``brain`` bool (brain
+    voxels whose signal counts; its top defines depth). A bright CSF-filled fissure reads well above 1. Real
+    images are measured with the same function (``benchmarks/real_midline.py``)."""
+    column_mm, row_mm = spacing_mm
+    columns, slices = np.where(brain.any((1, 2)))[0], np.where(brain.any((0, 1)))[0]
+    x = (np.arange(brain.shape[0]) - (columns.min() + columns.max()) / 2) * column_mm
+    depths = np.arange(int(np.ceil(0.45 / row_mm - 1e-6)), int(1.05 / row_mm + 1e-6) + 1)
+    ratios = []
+    for level in levels:
+        k = int(slices.min() + level * (slices.max() - slices.min()))
+
+        def values(chosen: np.ndarray) -> list[float]:
+            out = []
+            for i in np.where(chosen & brain[:, :, k].any(1))[0]:
+                rows = brain[i, :, k].argmax() + depths
+                out += [float(image[i, r, k]) for r in rows[rows < brain.shape[1]] if brain[i, r, k]]
+            return out
+        mid, lateral = values(np.abs(x) <= 0.225), values((np.abs(x) >= 0.75) & (np.abs(x) <= 1.35))
+        if mid and lateral:
+            ratios.append(np.mean(mid) / np.median(lateral))
+    return float(np.mean(ratios))
+
+
+def midline_groove_mm(brain: np.ndarray, spacing_mm: tuple[float, float], levels=(0.4, 0.5, 0.6)) -> float:
+    """Depth of the groove along the dorsal midline: the deepest top of ``brain`` within 0.225 mm of the midline
+    below the median top 0.6-1.2 mm from it (layout as :func:`dorsal_midline`), averaged over the levels."""
+    column_mm, row_mm = spacing_mm
+    columns, slices = np.where(brain.any((1, 2)))[0], np.where(brain.any((0, 1)))[0]
+    x = np.abs(np.arange(brain.shape[0]) - (columns.min() + columns.max()) / 2) * column_mm
+    depths = []
+    for level in levels:
+        k = int(slices.min() + level * (slices.max() - slices.min()))
+        top = np.where(brain[:, :, k].any(1), brain[:, :, k].argmax(1), -1)
+        mid, beside = top[(x <= 0.225) & (top >= 0)], top[(x >= 0.6) & (x <= 1.2) & (top >= 0)]
+        if mid.size and beside.size:
+            depths.append((mid.max() - np.median(beside)) * row_mm)
+    return float(np.mean(depths))
+
+
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
     """Per-case figures of a generated cohort, and the cases kept for overlays (first lesion, first sham)."""
     matrix, n_slices = SIZES[domain]
@@ -119,7 +171,10 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
         row = dict(case.info, case_id=case.case_id, group=case.group, cohort=cohort,
                    slab_brain_mm3=case.brain_mask.sum() * voxel, brain_cut=bool(per_slice[0] or per_slice[-1]),
                    ventricle_mm3=case.ventricle_mask.sum() * voxel,
-                   lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case))
+                   lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case),
+                   midline=dorsal_midline(case.image, case.brain_mask & ~case.label.astype(bool),
+                                          tuple(nib.affines.voxel_sizes(case.affine)[:2])),
+                   groove_mm=midline_groove_mm(case.brain_mask, tuple(nib.affines.voxel_sizes(case.affine)[:2])))
         brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
         row["brain_median"] = float(np.median(brain))
         if case.group == "MCAo":
@@ -167,7 +222,9 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
     lines = ["| quantity | species | generated: median [min-max] (n) | reference | median inside? | source |",
              "|---|---|---|---|---|---|"]
     names = {"brain_mm3": "whole brain volume (mm3; same animals on a slab holding the whole brain)",
-             "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR"}
+             "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR",
+             "midline": "dorsal midline / lateral cortex signal, 0.45-1.05 mm deep (no bright fissure: about 1)",
+             "groove_mm": "groove along the dorsal midline, depth (mm; at the demo's 0.2-0.25 mm rows)"}
     for key, name in names.items():
         for domain, rows in by_domain.items():
             ref, source = REFERENCE[(key if key != "snr_measured" else "snr", domain)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -337,3 +338,22 @@ def test_a_grid_too_coarse_for_a_lesion_is_refused_before_anything_is_written(tm
                            case_prefix="mouseacc")
     assert not (tmp_path / "coarse").exists()
     assert len(list(tmp_path.iterdir())) == 0  # no temporary folder left either
+
+
+def _world_benchmark():
+    spec = importlib.util.spec_from_file_location("world_benchmark", Path(__file__).parents[1] / "benchmarks" / "world.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("domain", ["rat", "mouse"])
+def test_the_dorsal_midline_is_a_groove_not_a_bright_fissure(domain):
+    """Real in vivo T2w shows no bright CSF line between the hemispheres (dorsal midline / lateral cortex 0.95-1.05,
+    benchmarks/real_midline.py) and a groove along the dorsal midline (rat 0.45 mm deep): measured as world.py does."""
+    world = _world_benchmark()
+    for case in _cases(domain, range(2), matrix=128, lesion=False):
+        spacing = tuple(nib.affines.voxel_sizes(case.affine)[:2])
+        assert 0.9 <= world.dorsal_midline(case.image, case.brain_mask, spacing) <= 1.1
+        if domain == "rat":  # the mouse's 0.16 mm groove is under a voxel at this grid
+            assert world.midline_groove_mm(case.brain_mask, spacing) >= 0.1  # a convex top without it: <= 0

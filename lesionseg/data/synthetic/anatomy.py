@@ -28,6 +28,9 @@ class Anatomy:
     head_scale: float  # jaw and neck size relative to the brain
     deform_mm: float  # amplitude of case-to-case shape variation
     midline_shift_mm: float  # midline shift of the largest lesions
+    # The groove along the dorsal midline that holds the superior sagittal sinus (half-width, depth), as measured on
+    # real in vivo brain masks at 0.15 mm by benchmarks/real_midline.py (docs/synthetic.md).
+    sagittal_groove_mm: tuple[float, float] = (0.0, 0.0)
 
 
 BRAIN_BOX = ((0.0, -0.05, -0.05), (1.2, 1.62, 1.2))
@@ -68,19 +71,25 @@ def _part_sd(scene: Scene, center, semi, mirrored: bool):
     return box, ellipsoid_sd((np.abs(x) if mirrored else x) - c[0], y - c[1], z - c[2], r)
 
 
-def cerebrum_sd(x, y, z, semi) -> np.ndarray:
-    """The cerebrum: an ellipsoid narrower in front, wider below, flatter on top and bottom in coronal section."""
+def cerebrum_sd(x, y, z, semi, groove_mm: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """The cerebrum: an ellipsoid narrower in front, wider below, flatter on top and bottom in coronal section, with
+    a groove (half-width, depth in mm) along the dorsal midline."""
     ax, ay, az = semi
     u = x / ax
     width = (1 - 0.1 * np.clip(y / ay, -1, 1)) * (1 - 0.08 * z / az)
-    return ellipsoid_sd(x / width, y, z * (1 - 0.22 * u * u), semi)
+    cerebrum = ellipsoid_sd(x / width, y, z * (1 - 0.22 * u * u), semi)
+    if not groove_mm[1]:
+        return cerebrum
+    groove = ellipsoid_sd(x, 0 * y, z - az, (groove_mm[0], ay, groove_mm[1]))
+    return np.maximum(cerebrum, -groove)
 
 
-def brain_parts(x, y, z, semi) -> dict[str, np.ndarray]:
-    """Signed distances of the cerebrum, olfactory bulbs, cerebellum, brainstem and their union."""
+def brain_parts(x, y, z, semi, groove_mm: tuple[float, float] = (0.0, 0.0)) -> dict[str, np.ndarray]:
+    """Signed distances of the cerebrum (with its dorsal groove), olfactory bulbs, cerebellum, brainstem and their
+    union."""
     ax, ay, az = semi
     parts = {
-        "cerebrum": cerebrum_sd(x, y, z, semi),
+        "cerebrum": cerebrum_sd(x, y, z, semi, groove_mm),
         "bulbs": ellipsoid_sd(np.abs(x) - 0.2 * ax, y - 1.2 * ay, z + 0.05 * az, scaled((0.21, 0.3, 0.42), semi)),
         "cerebellum": ellipsoid_sd(x, y + 1.22 * ay, z - 0.02 * az, scaled((0.62, 0.36, 0.72), semi)),
         "brainstem": ellipsoid_sd(x, y + 1.0 * ay, z + 0.5 * az, scaled((0.32, 0.75, 0.38), semi)),
@@ -184,7 +193,7 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     x, y, z = t
     an, co = spec.anatomy, spec.contrast
     ax, ay, az = an.brain_semi_axes_mm
-    depth = -cerebrum_sd(x, y, z, an.brain_semi_axes_mm)
+    depth = -cerebrum_sd(x, y, z, an.brain_semi_axes_mm, an.sagittal_groove_mm)
     cortex = an.cortex_mm * (1 + 0.7 * (x / ax) ** 2)
     # Cortical layers in T2w: cell-sparse layer I a little brighter, the fibre-rich deep layers V-VI a little
     # darker (a few %; e.g. Boretius et al., NeuroImage 47:1252, 2009, at 9.4 T).
@@ -206,16 +215,18 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     canvas.paint(np.maximum(band(-depth, cortex, inner), extent), co.white_matter, box)
     ventricles, fissure = _ventricles_sd(x, y, z, an, inner - depth + 0.5 * an.ventricle_mm, ventricle_volume)
     ventricles = np.maximum(ventricles, -depth)
-    csf = np.minimum(ventricles, np.maximum(fissure, -depth))
-    canvas.paint(csf, co.csf, box)
+    # The interhemispheric fissure holds the falx, pia and vessels with little CSF: real in vivo T2w shows no bright
+    # line there (dorsal midline / lateral cortex 0.96-1.05 in 8 FVB mice, 0.98 in the SIGMA rat template;
+    # docs/synthetic.md). It bounds the lesion (the returned CSF sd) but is not painted as CSF.
+    canvas.paint(ventricles, co.csf, box)
     _paint_vessels(canvas, box, t, an, co)
-    return csf, ventricles
+    return np.minimum(ventricles, np.maximum(fissure, -depth)), ventricles
 
 
 # Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the
-# dorsal midline, the middle cerebral arteries over the lateral cortex near the rhinal fissure, the azygos
+# dorsal midline (centred at the mouth of the groove, its lower half in it), the middle cerebral arteries over the lateral cortex near the rhinal fissure, the azygos
 # pericallosal artery in the fissure; (x, z) in brain semi-axes, radius in mm at rat size (scaled with the brain).
-_VESSELS = (((0.0, 1.02), 0.22), ((0.93, -0.3), 0.12), ((-0.93, -0.3), 0.12), ((0.0, 0.62), 0.08),
+_VESSELS = (((0.0, 1.0), 0.22), ((0.93, -0.3), 0.12), ((-0.93, -0.3), 0.12), ((0.0, 0.62), 0.08),
             ((0.55, -0.85), 0.1), ((-0.55, -0.85), 0.1))
 
 

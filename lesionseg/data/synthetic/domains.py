@@ -80,6 +80,7 @@ DOMAINS: dict[str, DomainSpec] = {
         anatomy=Anatomy(
             brain_semi_axes_mm=MOUSE_BRAIN_SEMI_AXES_MM, cortex_mm=0.9, white_matter_mm=0.2, ventricle_mm=0.24,
             csf_mm=0.04, skull_mm=0.25, scalp_mm=0.45, head_scale=1.12, deform_mm=0.1, midline_shift_mm=0.3,
+            sagittal_groove_mm=(0.4, 0.16),  # 8 FVB/NCrl in vivo masks: about 0.8 mm wide, 0.16 mm deep (median)
         ),
         contrast=t2w_contrast(RELAXATION["mouse"], *PROTOCOL["mouse"]),
         brain_center_mm=(0.0, 0.0, 5.0), noise_sigma=0.05, coil_radius_mm=12.0, coil_gap_mm=2.0, bias_strength=0.06,
@@ -98,6 +99,7 @@ DOMAINS: dict[str, DomainSpec] = {
             brain_semi_axes_mm=RAT_BRAIN_SEMI_AXES_MM, cortex_mm=1.8 * RAT_SCALE, white_matter_mm=0.35 * RAT_SCALE,
             ventricle_mm=0.1 * RAT_SCALE, csf_mm=0.06, skull_mm=0.45, scalp_mm=0.7, head_scale=1.2,
             deform_mm=0.18 * RAT_SCALE, midline_shift_mm=0.6 * RAT_SCALE,
+            sagittal_groove_mm=(0.5, 0.45),  # the SIGMA in vivo template's mask: about 1 mm wide, 0.45 mm deep
         ),
         contrast=t2w_contrast(RELAXATION["rat"], *PROTOCOL["rat"]),
         brain_center_mm=(0.0, 0.0, 5.5), noise_sigma=0.03, coil_radius_mm=60.0, coil_gap_mm=3.0, bias_strength=0.04,

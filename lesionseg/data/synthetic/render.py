@@ -59,7 +59,7 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
     """Noise-free signal and lesion, brain and ventricle indicators (float32, full grid) at one slice position."""
     pose, drawn = animal.pose, animal.lesion
     scene = Scene(spec, pose, affine)
-    parts = brain_parts(*scene.coords, scene.semi)
+    parts = brain_parts(*scene.coords, scene.semi, spec.anatomy.sagittal_groove_mm)
     canvas = Canvas(scene.coords[0].shape, spec.spacing[0])
     paint_head(canvas, scene, parts["union"], spec, side=drawn.side)
     paint_skull(canvas, scene, parts["union"], spec.anatomy, spec.contrast)
