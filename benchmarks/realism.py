@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -238,7 +239,7 @@ def write_results(out: Path, label: str, rows: list[dict], summary: list[dict], 
             lines.append(f"| {r['case_id']} | {r['group']} | {r['orientation']} | {_fmt(r['dice'])} | "
                          f"{_fmt(r['predicted_mm3'], 1)} | {_fmt(r['true_mm3'], 1)} |")
     lines += ["", "## Overlays (green: truth, red: prediction)", ""]
-    lines += [f"![{p.stem}]({p.relative_to(out.parent).as_posix()})" for p in overlays]
+    lines += [f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})" for p in overlays]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -275,6 +276,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", type=Path, default=WEIGHTS)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--overlay-prefix", default="", help="prefix of the overlay PNG names")
+    parser.add_argument("--overlay-dir", type=Path, default=None,
+                        help="where the overlay PNGs go (default: realism/ beside --out)")
     return parser
 
 
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> None:
         chosen = [by_name[n] for n in args.orientations]
     result = run(args.out, n_lesion=args.n_lesion, n_sham=args.n_sham, seed=args.seed, label=args.label,
                  orientations=chosen, weights=args.weights, threads=args.threads,
-                 overlay_prefix=args.overlay_prefix)
+                 overlay_dir=args.overlay_dir, overlay_prefix=args.overlay_prefix)
     for s in result["summary"]:
         print(f"{s['orientation']:>10}  mean Dice {_fmt(s['mean_dice'])}  max sham {_fmt(s['max_sham_mm3'], 1)} mm3")
     print(f"best: {result['best']}; wrote {args.out}")
