@@ -118,6 +118,22 @@ def dorsal_ventral(case) -> float:
     return float(np.median(case.image[brain & (index <= low)]) / np.median(case.image[brain & (index >= high)]))
 
 
+def _midline_frame(brain: np.ndarray, column_mm: float, levels) -> tuple[np.ndarray, list[int]]:
+    """Each column's offset (mm) from the brain's midline, and the coronal slices at ``levels`` of its length."""
+    columns, slices = np.where(brain.any((1, 2)))[0], np.where(brain.any((0, 1)))[0]
+    x = (np.arange(brain.shape[0]) - (columns.min() + columns.max()) / 2) * column_mm
+    return x, [int(slices.min() + level * (slices.max() - slices.min())) for level in levels]
+
+
+def _below_top(image: np.ndarray, brain: np.ndarray, k: int, chosen: np.ndarray, depths: np.ndarray) -> list[float]:
+    """Signal of the ``brain`` voxels ``depths`` rows below each ``chosen`` column's own top, in coronal slice k."""
+    out = []
+    for i in np.where(chosen & brain[:, :, k].any(1))[0]:
+        rows = brain[i, :, k].argmax() + depths
+        out += [float(image[i, r, k]) for r in rows[rows < brain.shape[1]] if brain[i, r, k]]
+    return out
+
+
 def dorsal_midline(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float],
                    levels=(0.4, 0.5, 0.6)) -> float:
     """Mean signal at the dorsal midline (|x| <= 0.225 mm) / median of lateral cortex (0.75-1.35 mm from it), both
@@ -125,21 +141,13 @@ def dorsal_midline(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float
     front-to-back extent. Arrays: columns left-right, rows from the top down, coronal slices; ``brain`` bool (brain
     voxels whose signal counts; its top defines depth). A bright CSF-filled fissure reads well above 1. Real
     images are measured with the same function (``benchmarks/real_midline.py``)."""
-    column_mm, row_mm = spacing_mm
-    columns, slices = np.where(brain.any((1, 2)))[0], np.where(brain.any((0, 1)))[0]
-    x = (np.arange(brain.shape[0]) - (columns.min() + columns.max()) / 2) * column_mm
+    row_mm = spacing_mm[1]
+    x, slices = _midline_frame(brain, spacing_mm[0], levels)
     depths = np.arange(int(np.ceil(0.45 / row_mm - 1e-6)), int(1.05 / row_mm + 1e-6) + 1)
     ratios = []
-    for level in levels:
-        k = int(slices.min() + level * (slices.max() - slices.min()))
-
-        def values(chosen: np.ndarray) -> list[float]:
-            out = []
-            for i in np.where(chosen & brain[:, :, k].any(1))[0]:
-                rows = brain[i, :, k].argmax() + depths
-                out += [float(image[i, r, k]) for r in rows[rows < brain.shape[1]] if brain[i, r, k]]
-            return out
-        mid, lateral = values(np.abs(x) <= 0.225), values((np.abs(x) >= 0.75) & (np.abs(x) <= 1.35))
+    for k in slices:
+        mid = _below_top(image, brain, k, np.abs(x) <= 0.225, depths)
+        lateral = _below_top(image, brain, k, (np.abs(x) >= 0.75) & (np.abs(x) <= 1.35), depths)
         if mid and lateral:
             ratios.append(np.mean(mid) / np.median(lateral))
     return float(np.mean(ratios))
@@ -148,16 +156,14 @@ def dorsal_midline(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float
 def midline_groove_mm(brain: np.ndarray, spacing_mm: tuple[float, float], levels=(0.4, 0.5, 0.6)) -> float:
     """Depth of the groove along the dorsal midline: the deepest top of ``brain`` within 0.225 mm of the midline
     below the median top 0.6-1.2 mm from it (layout as :func:`dorsal_midline`), averaged over the levels."""
-    column_mm, row_mm = spacing_mm
-    columns, slices = np.where(brain.any((1, 2)))[0], np.where(brain.any((0, 1)))[0]
-    x = np.abs(np.arange(brain.shape[0]) - (columns.min() + columns.max()) / 2) * column_mm
+    x, slices = _midline_frame(brain, spacing_mm[0], levels)
+    x = np.abs(x)
     depths = []
-    for level in levels:
-        k = int(slices.min() + level * (slices.max() - slices.min()))
+    for k in slices:
         top = np.where(brain[:, :, k].any(1), brain[:, :, k].argmax(1), -1)
         mid, beside = top[(x <= 0.225) & (top >= 0)], top[(x >= 0.6) & (x <= 1.2) & (top >= 0)]
         if mid.size and beside.size:
-            depths.append((mid.max() - np.median(beside)) * row_mm)
+            depths.append((mid.max() - np.median(beside)) * spacing_mm[1])
     return float(np.mean(depths))
 
 
@@ -167,14 +173,14 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
     rows, keep = [], {}
     for case, cohort in generate_cases(domain, n_cases, seed, matrix=matrix, n_slices=n_slices):
         voxel = _voxel_mm3(case)  # each cohort has its own resolution
+        in_plane = tuple(float(v) for v in nib.affines.voxel_sizes(case.affine)[:2])
         per_slice = case.brain_mask.any((0, 1))
         row = dict(case.info, case_id=case.case_id, group=case.group, cohort=cohort,
                    slab_brain_mm3=case.brain_mask.sum() * voxel, brain_cut=bool(per_slice[0] or per_slice[-1]),
                    ventricle_mm3=case.ventricle_mask.sum() * voxel,
                    lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case),
-                   midline=dorsal_midline(case.image, case.brain_mask & ~case.label.astype(bool),
-                                          tuple(nib.affines.voxel_sizes(case.affine)[:2])),
-                   groove_mm=midline_groove_mm(case.brain_mask, tuple(nib.affines.voxel_sizes(case.affine)[:2])))
+                   midline=dorsal_midline(case.image, case.brain_mask & ~case.label.astype(bool), in_plane),
+                   groove_mm=midline_groove_mm(case.brain_mask, in_plane))
         brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
         row["brain_median"] = float(np.median(brain))
         if case.group == "MCAo":

@@ -216,7 +216,7 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     ventricles, fissure = _ventricles_sd(x, y, z, an, inner - depth + 0.5 * an.ventricle_mm, ventricle_volume)
     ventricles = np.maximum(ventricles, -depth)
     # The interhemispheric fissure holds the falx, pia and vessels with little CSF: real in vivo T2w shows no bright
-    # line there (dorsal midline / lateral cortex 0.96-1.05 in 8 FVB mice, 0.98 in the SIGMA rat template;
+    # line there (dorsal midline / lateral cortex 0.95-1.05 in 8 FVB mice, 0.985 in the SIGMA rat template;
     # docs/synthetic.md). It bounds the lesion (the returned CSF sd) but is not painted as CSF.
     canvas.paint(ventricles, co.csf, box)
     _paint_vessels(canvas, box, t, an, co)
@@ -224,8 +224,9 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
 
 
 # Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the
-# dorsal midline (centred at the mouth of the groove, its lower half in it), the middle cerebral arteries over the lateral cortex near the rhinal fissure, the azygos
-# pericallosal artery in the fissure; (x, z) in brain semi-axes, radius in mm at rat size (scaled with the brain).
+# dorsal midline (centred at the mouth of the groove, its lower half in it), the middle cerebral arteries over the
+# lateral cortex near the rhinal fissure, the azygos pericallosal artery in the fissure; (x, z) in brain semi-axes,
+# radius in mm at rat size (scaled with the brain).
 _VESSELS = (((0.0, 1.0), 0.22), ((0.93, -0.3), 0.12), ((-0.93, -0.3), 0.12), ((0.0, 0.62), 0.08),
             ((0.55, -0.85), 0.1), ((-0.55, -0.85), 0.1))
 
