@@ -153,18 +153,31 @@ def dorsal_midline(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float
     return float(np.mean(ratios))
 
 
+def _tops_beside_groove(brain: np.ndarray, column_mm: float, levels):
+    """Per coronal level: each column's |offset| from the midline (mm), its top row of ``brain`` (-1: none), and the
+    median top 0.6-1.2 mm lateral (beside the groove)."""
+    x, slices = _midline_frame(brain, column_mm, levels)
+    x = np.abs(x)
+    for k in slices:
+        top = np.where(brain[:, :, k].any(1), brain[:, :, k].argmax(1), -1)
+        beside = top[(x >= 0.6) & (x <= 1.2) & (top >= 0)]
+        if beside.size:
+            yield x, top, float(np.median(beside))
+
+
 def midline_groove_mm(brain: np.ndarray, spacing_mm: tuple[float, float], levels=(0.4, 0.5, 0.6)) -> float:
     """Depth of the groove along the dorsal midline: the deepest top of ``brain`` within 0.225 mm of the midline
     below the median top 0.6-1.2 mm from it (layout as :func:`dorsal_midline`), averaged over the levels."""
-    x, slices = _midline_frame(brain, spacing_mm[0], levels)
-    x = np.abs(x)
-    depths = []
-    for k in slices:
-        top = np.where(brain[:, :, k].any(1), brain[:, :, k].argmax(1), -1)
-        mid, beside = top[(x <= 0.225) & (top >= 0)], top[(x >= 0.6) & (x <= 1.2) & (top >= 0)]
-        if mid.size and beside.size:
-            depths.append((mid.max() - np.median(beside)) * spacing_mm[1])
+    depths = [(top[(x <= 0.225) & (top >= 0)].max() - beside) * spacing_mm[1]
+              for x, top, beside in _tops_beside_groove(brain, spacing_mm[0], levels) if (top[x <= 0.225] >= 0).any()]
     return float(np.mean(depths))
+
+
+def groove_width_mm(brain: np.ndarray, column_mm: float, levels=(0.4, 0.5, 0.6)) -> float:
+    """Width of the groove: the columns within 1 mm of the midline whose top lies below the median top 0.6-1.2 mm
+    lateral, times the column width, averaged over the levels."""
+    return float(np.mean([((top > beside) & (x <= 1.0)).sum() * column_mm
+                          for x, top, beside in _tops_beside_groove(brain, column_mm, levels)]))
 
 
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
