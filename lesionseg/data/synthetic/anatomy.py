@@ -34,6 +34,15 @@ class Anatomy:
 
 
 BRAIN_BOX = ((0.0, -0.05, -0.05), (1.2, 1.62, 1.2))
+# Subarachnoid CSF depth in units of Anatomy.csf_mm: the dura lies almost on the dorsal cortex of rodents (a few
+# tens of um, well under a voxel), the basal cisterns are wider (Paxinos and Watson, The Rat Brain in Stereotaxic
+# Coordinates). The depth grows from DORSAL_CSF to DORSAL_CSF + BASAL_CSF_GAIN towards the skull base.
+DORSAL_CSF, BASAL_CSF_GAIN = 0.2, 2.3
+
+
+def basal_shell_mm(an: Anatomy) -> float:
+    """Deepest basal CSF plus the vault's bone: the shell between brain and skull that subarachnoid blood fills."""
+    return (DORSAL_CSF + BASAL_CSF_GAIN) * an.csf_mm + an.skull_mm
 
 
 _HEAD_PARTS = (  # name, centre, semi-axes, mirrored left-right pair
@@ -163,9 +172,7 @@ def paint_skull(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, an: Anatomy,
     center, half = BRAIN_BOX
     box = scene.box(scaled(center, scene.semi), np.add(scaled(half, scene.semi), 3 * an.skull_mm + an.csf_mm))
     sd, z = brain_sd[box], scene.at(box)[2]
-    # Subarachnoid CSF: the dura lies almost on the dorsal cortex of rodents (a few tens of um, well under a
-    # voxel), the basal cisterns are wider (Paxinos and Watson, The Rat Brain in Stereotaxic Coordinates).
-    ventral = 0.2 + 2.3 * np.clip(-0.2 - z / scene.semi[2], 0, 1)
+    ventral = DORSAL_CSF + BASAL_CSF_GAIN * np.clip(-0.2 - z / scene.semi[2], 0, 1)  # subarachnoid CSF depth
     csf = an.csf_mm * ventral * np.clip(1 + 0.8 * scene.pose.texture(scene.rel_at(box)), 0, None)  # patchy
     bone = an.skull_mm * (1 + 1.5 * np.clip(-z / scene.semi[2] - 0.3, 0, 1))
     canvas.paint(sd - csf - bone, co.bone, box)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from lesionseg.data.synthetic.anatomy import BRAIN_BOX, brain_parts, paint_brain, paint_head, paint_skull
+from lesionseg.data.synthetic.anatomy import (BRAIN_BOX, basal_shell_mm, brain_parts, paint_brain, paint_head,
+                                              paint_skull)
 from lesionseg.data.synthetic.artefacts import (
     PETECHIA_SIGNAL, PSF_SIGMA_PIXELS, coil_and_bias, draw_petechiae, petechiae_sd, rician,
 )
@@ -73,9 +74,8 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
     speckle = pose.speckle(rel)
     csf, ventricles = paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), speckle, pose.ventricles)
     if lesion and animal.subarachnoid_blood is not None:  # in the cisterns: the unshifted frame
-        shell_mm = 2.5 * spec.anatomy.csf_mm + spec.anatomy.skull_mm  # the basal CSF and skull base
         blood = subarachnoid_blood_sd(*scene.at(box), animal.subarachnoid_blood, drawn.side, parts["union"][box],
-                                      scene.semi, shell_mm)
+                                      scene.semi, basal_shell_mm(spec.anatomy))
         canvas.paint(blood, SUBARACHNOID_BLOOD_SIGNAL, box)
     signal, label, brain, ventricle = (np.zeros(scene.shape, np.float32) for _ in range(4))
     if lesion:
