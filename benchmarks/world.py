@@ -39,6 +39,8 @@ REFERENCE_TE_MS = 40.0  # the lesion/contralateral references were read at TE ab
 
 # Published or measured references, (low, high) and source; docs/synthetic.md says how each was obtained.
 NEAT = "dama-lab/mouse-brain-atlas NeAt in vivo C57BL/6J (Ma et al. 2008), 10 mice, measured here"
+RTG = ("rTg4510 and wild-type in vivo heads (dama-lab/mouse-brain-atlas mask quick-check pictures read back to "
+       "intensities, N4-corrected), 24 mice, measured here with the same function (benchmarks/real_scalp.py)")
 REFERENCE = {
     ("brain_mm3", "mouse"): ((473, 528), f"union of labelled structures, {NEAT}; the drawn whole-brain masks "
                                          "measure 529-589 (they include surface CSF)"),
@@ -59,6 +61,12 @@ REFERENCE = {
                                              "with midline_groove_mm: median 0.16; the demo's rows are 0.2 mm"),
     ("groove_mm", "rat"): (None, "SIGMA in vivo rat template's mask, measured here with midline_groove_mm: 0.45 mm "
                                  "at 0.15 mm (one averaged brain, no range); the demo's rows are 0.25 mm"),
+    ("scalp_peak", "mouse"): ((0.48, 1.94), f"{RTG}: median 1.17"),
+    ("scalp_mean", "mouse"): ((0.45, 1.09), f"{RTG}: median 0.73"),
+    ("scalp_width_mm", "mouse"): ((0.15, 0.60), f"{RTG} (0.15 mm voxels): median 0.30"),
+    ("muscle", "mouse"): ((0.52, 0.93), f"{RTG}: median 0.74"),
+    **{(key, "rat"): (None, "no real rat head measured (the SIGMA template is skull-stripped)")
+       for key in ("scalp_peak", "scalp_mean", "scalp_width_mm", "muscle")},
     ("dv_ratio", "mouse"): ((1.01, 1.10), "volume-coil cohorts only: FVB/NCrl in vivo templates (dama-lab), 8 mice, "
                                           "measured here (volume-coil-like)"),
     ("dv_ratio_surface", "mouse"): (None, "surface-loop cohorts: no published dorsal/ventral figure found; a loop "
@@ -180,6 +188,88 @@ def groove_width_mm(brain: np.ndarray, column_mm: float, levels=(0.4, 0.5, 0.6))
                           for x, top, beside in _tops_beside_groove(brain, column_mm, levels)]))
 
 
+DARK, AIR = 0.35, 0.20  # fractions of cortex: bone (with the CSF beside it) below DARK; air: two voxels below AIR
+
+
+def outer_band(profile: np.ndarray, voxel_mm: float) -> np.ndarray | None:
+    """The bright band outside the skull along ``profile`` (fractions of cortex; profile[1] is the brain's edge voxel,
+    profile[0] the one inside it): past the first dark run (bone) that starts within 0.6 mm of the edge, up to the
+    air. None where only dark voxels lie between the bone and the air (or the edge of the field)."""
+    reach = int(round(0.6 / voxel_mm)) + 2
+    dark = np.flatnonzero(profile[:reach] < DARK)
+    start = int(dark[0]) if dark.size else 2  # no dark voxel resolved: the band starts right outside the edge
+    while start < len(profile) and profile[start] < DARK:
+        start += 1
+    end = start
+    while end < len(profile) and not (profile[end] < AIR and (end + 1 == len(profile) or profile[end + 1] < AIR)):
+        end += 1
+    return profile[start:end] if end > start else None
+
+
+def _half_peak_mm(band: np.ndarray, voxel_mm: float) -> float:
+    """Width of the run of voxels at or above half the band's peak, around the peak."""
+    top = int(band.argmax())
+    low, high = top, top
+    while low > 0 and band[low - 1] >= 0.5 * band[top]:
+        low -= 1
+    while high + 1 < len(band) and band[high + 1] >= 0.5 * band[top]:
+        high += 1
+    return (high - low + 1) * voxel_mm
+
+
+def _cortex_below_top(image, brain, i: int, k: int, row_mm: float) -> float | None:
+    """Mean signal of column i's brain voxels 0.3-0.9 mm below its own top, in coronal slice k."""
+    depths = np.arange(int(np.ceil(0.3 / row_mm - 1e-6)), int(0.9 / row_mm + 1e-6) + 1)
+    values = _below_top(image, brain, k, np.arange(brain.shape[0]) == i, depths)
+    return float(np.mean(values)) if len(values) >= 2 else None
+
+
+def scalp_over_vault(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> dict:
+    """Skin and scalp over the dorsal vault, relative to the cortex beneath: in coronal ``slices``, each column
+    0.6-1.5 mm from the midline is walked up from the top of ``brain`` (layout as :func:`dorsal_midline`) through the
+    dark bone to the bright band before the air. Medians over the columns with a band of its peak and mean (x the
+    column's cortex 0.3-0.9 mm deep) and width at half peak (mm), and the fraction of columns with a band. Real
+    heads are measured with the same function (``benchmarks/real_scalp.py``)."""
+    x = _midline_frame(brain, spacing_mm[0], ())[0]
+    bands, columns = [], 0
+    for k in slices:
+        for i in np.flatnonzero((np.abs(x) >= 0.6) & (np.abs(x) <= 1.5) & brain[:, :, k].any(1)):
+            cortex = _cortex_below_top(image, brain, i, k, spacing_mm[1])
+            if cortex is None:
+                continue
+            top = int(brain[i, :, k].argmax())
+            columns += 1
+            band = outer_band(image[i, top + 1::-1, k] / cortex, spacing_mm[1])
+            if band is not None:
+                bands.append((band.max(), band.mean(), _half_peak_mm(band, spacing_mm[1])))
+    peak, mean, width = np.median(bands, axis=0) if bands else (np.nan,) * 3
+    return dict(found=len(bands) / max(columns, 1), peak=float(peak), mean=float(mean), width_mm=float(width))
+
+
+def temporal_muscle(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> float:
+    """Temporal muscle / dorsal cortex: in coronal ``slices``, rows 0.6-1.8 mm below the brain's top are walked out
+    sideways from the brain's edge past the bone; the band's median without its outer 0.3 mm (skin), over the median
+    cortex 0.3-0.9 mm deep of the columns 0.6-1.5 mm from the midline. Median over rows and sides."""
+    column_mm, row_mm = spacing_mm
+    x = _midline_frame(brain, column_mm, ())[0]
+    skin, ratios = int(round(0.3 / column_mm)), []
+    for k in slices:
+        cortex = [_cortex_below_top(image, brain, i, k, row_mm)
+                  for i in np.flatnonzero((np.abs(x) >= 0.6) & (np.abs(x) <= 1.5) & brain[:, :, k].any(1))]
+        cortex = [c for c in cortex if c is not None]
+        if not cortex:
+            continue
+        top = int(np.flatnonzero(brain[:, :, k].any(0))[0])
+        for row in range(top + int(round(0.6 / row_mm)), top + int(round(1.8 / row_mm))):
+            inside = np.flatnonzero(brain[:, row, k])
+            for edge, step in ((inside.max(), 1), (inside.min(), -1)) if inside.size else ():
+                walk = image[edge - 1:, row, k] if step > 0 else image[edge + 1::-1, row, k]  # from one inside
+                band = outer_band(walk / np.median(cortex), column_mm)
+                if band is not None and len(band) * column_mm >= 0.75:
+                    ratios.append(float(np.median(band[:-skin])))
+    return float(np.median(ratios)) if ratios else float("nan")
+
+
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
     """Per-case figures of a generated cohort, and the cases kept for overlays (first lesion, first sham)."""
     matrix, n_slices = SIZES[domain]
@@ -194,6 +284,11 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
                    lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case),
                    midline=dorsal_midline(case.image, case.brain_mask & ~case.label.astype(bool), in_plane),
                    groove_mm=midline_groove_mm(case.brain_mask, in_plane))
+        if case.group == "sham":  # the real heads measured are lesion-free: shams only
+            levels = _midline_frame(case.brain_mask, in_plane[0], (0.4, 0.5, 0.6))[1]
+            scalp = scalp_over_vault(case.image, case.brain_mask, in_plane, levels)
+            row.update(scalp_peak=scalp["peak"], scalp_mean=scalp["mean"], scalp_width_mm=scalp["width_mm"],
+                       muscle=temporal_muscle(case.image, case.brain_mask, in_plane, levels))
         brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
         row["brain_median"] = float(np.median(brain))
         if case.group == "MCAo":
@@ -243,11 +338,15 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
     names = {"brain_mm3": "whole brain volume (mm3; same animals on a slab holding the whole brain)",
              "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR",
              "midline": "dorsal midline / lateral cortex signal, 0.45-1.05 mm deep (no bright fissure: about 1)",
-             "groove_mm": "groove along the dorsal midline, depth (mm; at the demo's 0.2-0.25 mm rows)"}
+             "groove_mm": "groove along the dorsal midline, depth (mm; at the demo's 0.2-0.25 mm rows)",
+             "scalp_peak": "skin and scalp over the vault, peak / cortex beneath (shams)",
+             "scalp_mean": "skin and scalp over the vault, mean / cortex beneath (shams)",
+             "scalp_width_mm": "skin and scalp over the vault, width at half peak (mm; shams, at the demo's rows)",
+             "muscle": "temporal muscle / dorsal cortex (shams)"}
     for key, name in names.items():
         for domain, rows in by_domain.items():
             ref, source = REFERENCE[(key if key != "snr_measured" else "snr", domain)]
-            values = [r[key] for r in rows]
+            values = [r[key] for r in rows if key in r]
             lines.append(f"| {name} | {domain} | {_summary(values)} | {_ref(ref)} | {_inside(values, ref)} | {source} |")
         if key == "brain_mm3":
             for domain, rows in by_domain.items():

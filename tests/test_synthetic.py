@@ -357,3 +357,21 @@ def test_the_dorsal_midline_is_a_groove_not_a_bright_fissure(domain):
         assert 0.9 <= world.dorsal_midline(case.image, case.brain_mask, spacing) <= 1.1
         if domain == "rat":  # the mouse's 0.16 mm groove is under a voxel at this grid
             assert world.midline_groove_mm(case.brain_mask, spacing) >= 0.1  # a convex top without it: <= 0
+
+
+def test_the_scalp_measure_reads_bone_skin_and_air_where_they_are():
+    """world.scalp_over_vault (which reads real heads and generated ones alike) on a drawn head: cortex 1, one voxel of
+    dark bone, skin 1.5 then 0.5, air. Columns with no skin between bone and air count as columns without a band."""
+    world = _world_benchmark()
+    image, brain = np.full((30, 20, 3), 0.02), np.zeros((30, 20, 3), bool)
+    brain[2:28, 10:, :], image[2:28, 10:, :] = True, 1.0
+    image[2:28, 9, :] = 0.1  # bone
+    image[2:28, 8, :], image[2:28, 7, :] = 1.5, 0.5  # skin, over the whole vault ...
+    image[2:8, 7:9, :] = 0.02  # ... but for the first columns, where bone meets air
+    scalp = world.scalp_over_vault(image, brain, (0.15, 0.15), [0, 1, 2])
+    assert scalp["peak"] == pytest.approx(1.5) and scalp["mean"] == pytest.approx(1.0)
+    assert scalp["width_mm"] == pytest.approx(0.15)
+    beside = np.abs(np.arange(30) - 14.5) * 0.15
+    chosen = (beside >= 0.6) & (beside <= 1.5)
+    assert scalp["found"] == pytest.approx(1 - chosen[2:8].sum() / chosen.sum())
+    assert world.outer_band(np.array([1.0, 1.0, 0.1, 0.1, 0.02, 0.02]), 0.15) is None
