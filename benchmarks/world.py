@@ -224,6 +224,11 @@ def _cortex_below_top(image, brain, i: int, k: int, row_mm: float) -> float | No
     return float(np.mean(values)) if len(values) >= 2 else None
 
 
+def _vault_columns(x: np.ndarray, brain: np.ndarray, k: int) -> np.ndarray:
+    """Columns 0.6-1.5 mm from the midline that hold brain in coronal slice k: beside the groove, under the vault."""
+    return np.flatnonzero((np.abs(x) >= 0.6) & (np.abs(x) <= 1.5) & brain[:, :, k].any(1))
+
+
 def scalp_over_vault(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> dict:
     """Skin and scalp over the dorsal vault, relative to the cortex beneath: in coronal ``slices``, each column
     0.6-1.5 mm from the midline is walked up from the top of ``brain`` (layout as :func:`dorsal_midline`) through the
@@ -233,7 +238,7 @@ def scalp_over_vault(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[flo
     x = _midline_frame(brain, spacing_mm[0], ())[0]
     bands, columns = [], 0
     for k in slices:
-        for i in np.flatnonzero((np.abs(x) >= 0.6) & (np.abs(x) <= 1.5) & brain[:, :, k].any(1)):
+        for i in _vault_columns(x, brain, k):
             cortex = _cortex_below_top(image, brain, i, k, spacing_mm[1])
             if cortex is None:
                 continue
@@ -254,17 +259,17 @@ def temporal_muscle(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[floa
     x = _midline_frame(brain, column_mm, ())[0]
     skin, ratios = int(round(0.3 / column_mm)), []
     for k in slices:
-        cortex = [_cortex_below_top(image, brain, i, k, row_mm)
-                  for i in np.flatnonzero((np.abs(x) >= 0.6) & (np.abs(x) <= 1.5) & brain[:, :, k].any(1))]
-        cortex = [c for c in cortex if c is not None]
+        cortex = [c for c in (_cortex_below_top(image, brain, i, k, row_mm) for i in _vault_columns(x, brain, k))
+                  if c is not None]
         if not cortex:
             continue
-        top = int(np.flatnonzero(brain[:, :, k].any(0))[0])
+        dorsal, top = np.median(cortex), int(np.flatnonzero(brain[:, :, k].any(0))[0])
         for row in range(top + int(round(0.6 / row_mm)), top + int(round(1.8 / row_mm))):
             inside = np.flatnonzero(brain[:, row, k])
-            for edge, step in ((inside.max(), 1), (inside.min(), -1)) if inside.size else ():
-                walk = image[edge - 1:, row, k] if step > 0 else image[edge + 1::-1, row, k]  # from one inside
-                band = outer_band(walk / np.median(cortex), column_mm)
+            if not inside.size:
+                continue
+            for walk in (image[inside.max() - 1:, row, k], image[inside.min() + 1::-1, row, k]):  # from one inside
+                band = outer_band(walk / dorsal, column_mm)
                 if band is not None and len(band) * column_mm >= 0.75:
                     ratios.append(float(np.median(band[:-skin])))
     return float(np.median(ratios)) if ratios else float("nan")
@@ -285,10 +290,10 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
                    midline=dorsal_midline(case.image, case.brain_mask & ~case.label.astype(bool), in_plane),
                    groove_mm=midline_groove_mm(case.brain_mask, in_plane))
         if case.group == "sham":  # the real heads measured are lesion-free: shams only
-            levels = _midline_frame(case.brain_mask, in_plane[0], (0.4, 0.5, 0.6))[1]
-            scalp = scalp_over_vault(case.image, case.brain_mask, in_plane, levels)
+            slices = _midline_frame(case.brain_mask, in_plane[0], (0.4, 0.5, 0.6))[1]
+            scalp = scalp_over_vault(case.image, case.brain_mask, in_plane, slices)
             row.update(scalp_peak=scalp["peak"], scalp_mean=scalp["mean"], scalp_width_mm=scalp["width_mm"],
-                       muscle=temporal_muscle(case.image, case.brain_mask, in_plane, levels))
+                       muscle=temporal_muscle(case.image, case.brain_mask, in_plane, slices))
         brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
         row["brain_median"] = float(np.median(brain))
         if case.group == "MCAo":
