@@ -71,12 +71,17 @@ def coronal_cuts(png: Path) -> dict[int, np.ndarray]:
     return cuts
 
 
+def _coronal(volume: np.ndarray, j: int) -> np.ndarray:
+    """Coronal slice j of an atlas volume as (columns, rows from the top down), the layout world.py reads."""
+    return volume[:, j, ::-1]
+
+
 def display_window(cuts: dict[int, np.ndarray], image: np.ndarray, brain: np.ndarray) -> tuple[float, float, float]:
     """(p2, p98) of the head image, fitted where the blue levels inside the brain change, and the share of brain
     voxels whose level the fit reproduces."""
     stripped = brain & (image > 0)  # the skull-stripped image is the mask less its outer layer of voxels
-    levels = np.concatenate([cut[stripped[:, j, ::-1]] for j, cut in cuts.items()])
-    values = np.concatenate([image[:, j, ::-1][stripped[:, j, ::-1]] for j in cuts])
+    levels = np.concatenate([cut[_coronal(stripped, j)] for j, cut in cuts.items()])
+    values = np.concatenate([_coronal(image, j)[_coronal(stripped, j)] for j in cuts])
     chosen = levels >= 100
     levels, values = levels[chosen], values[chosen]
     order = np.argsort(values)
@@ -85,7 +90,8 @@ def display_window(cuts: dict[int, np.ndarray], image: np.ndarray, brain: np.nda
     for level in range(levels.min() + 1, levels.max() + 1):
         at = (level / STEP - 16800) / 1600  # the scaled value where this level begins
         if 0 < at < 1:
-            errors = np.r_[0, np.cumsum(levels >= level)] + (np.sum(levels < level) - np.r_[0, np.cumsum(levels < level)])
+            above = levels >= level  # an edge after the n smallest values misplaces the n's above, the rest's below
+            errors = np.r_[0, np.cumsum(above)] + (np.sum(~above) - np.r_[0, np.cumsum(~above)])
             cut = int(np.argmin(errors))
             scaled.append(at)
             edges.append(values[max(cut - 1, 0):cut + 1].mean())
@@ -113,10 +119,9 @@ def mouse_figures(image_path: Path, mask_path: Path, png: Path) -> tuple[dict, f
     p2, p98, agree = display_window(cuts, image, brain)
     extent = np.flatnonzero(brain.any((0, 2)))
     chosen = [j for j in cuts if min(abs((j - extent[0]) / (extent[-1] - extent[0]) - lv) for lv in LEVELS) <= 0.05]
-    rows = [brain[:, j, ::-1] for j in chosen]  # to (columns, rows from the top down), as world.py
-    mixed = np.stack([np.where(m & (image[:, j, ::-1] > 0), image[:, j, ::-1], head(cuts[j], p2, p98))
-                      for j, m in zip(chosen, rows)], axis=2)  # the exact image where the stripped one has it
-    mask = np.stack(rows, axis=2)
+    mask = np.stack([_coronal(brain, j) for j in chosen], axis=2)
+    mixed = np.stack([np.where(_coronal(image, j) > 0, _coronal(image, j), head(cuts[j], p2, p98))
+                      for j in chosen], axis=2)  # the exact image where the stripped one has it
     slices, spacing = list(range(len(chosen))), (0.15, 0.15)
     scalp = scalp_over_vault(mixed, mask, spacing, slices)
     air = float(np.nanmedian(mixed[:, :3, :]) / np.median(mixed[mask]))  # the top rows of the field
