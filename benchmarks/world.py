@@ -133,6 +133,11 @@ def _midline_frame(brain: np.ndarray, column_mm: float, levels) -> tuple[np.ndar
     return x, [int(slices.min() + level * (slices.max() - slices.min())) for level in levels]
 
 
+def _rows_between(low_mm: float, high_mm: float, row_mm: float) -> np.ndarray:
+    """Row offsets whose depth lies within [low_mm, high_mm] (rounding-safe at exact multiples of the row)."""
+    return np.arange(int(np.ceil(low_mm / row_mm - 1e-6)), int(high_mm / row_mm + 1e-6) + 1)
+
+
 def _below_top(image: np.ndarray, brain: np.ndarray, k: int, chosen: np.ndarray, depths: np.ndarray) -> list[float]:
     """Signal of the ``brain`` voxels ``depths`` rows below each ``chosen`` column's own top, in coronal slice k."""
     out = []
@@ -151,7 +156,7 @@ def dorsal_midline(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float
     images are measured with the same function (``benchmarks/real_midline.py``)."""
     row_mm = spacing_mm[1]
     x, slices = _midline_frame(brain, spacing_mm[0], levels)
-    depths = np.arange(int(np.ceil(0.45 / row_mm - 1e-6)), int(1.05 / row_mm + 1e-6) + 1)
+    depths = _rows_between(0.45, 1.05, row_mm)
     ratios = []
     for k in slices:
         mid = _below_top(image, brain, k, np.abs(x) <= 0.225, depths)
@@ -219,8 +224,7 @@ def _half_peak_mm(band: np.ndarray, voxel_mm: float) -> float:
 
 def _cortex_below_top(image, brain, i: int, k: int, row_mm: float) -> float | None:
     """Mean signal of column i's brain voxels 0.3-0.9 mm below its own top, in coronal slice k."""
-    depths = np.arange(int(np.ceil(0.3 / row_mm - 1e-6)), int(0.9 / row_mm + 1e-6) + 1)
-    values = _below_top(image, brain, k, np.arange(brain.shape[0]) == i, depths)
+    values = _below_top(image, brain, k, np.arange(brain.shape[0]) == i, _rows_between(0.3, 0.9, row_mm))
     return float(np.mean(values)) if len(values) >= 2 else None
 
 
