@@ -57,7 +57,8 @@ class TrainConfig:
     lr_schedule: str = "poly"  # poly (nnU-Net's, power 0.9) | cosine | constant
     weight_decay: float = 3e-5
     loss: str = "dicece"
-    patience_steps: int = 100  # stop when the smoothed validation Dice has not improved for this many steps
+    patience_steps: int | None = None  # stop when the smoothed validation Dice has not improved for this many
+    # steps; None: no early stopping, every run takes the whole budget (nnU-Net's default)
     val_ema: float = 0.5  # checkpoint and patience on an EMA of validation Dice (nnU-Net: 0.9 over 1000 epochs); 0 = raw
     lesion_fraction: float = 0.75  # share of drawn training cases that hold a lesion (when both kinds exist)
     seed: int = 0
@@ -74,7 +75,7 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"train.lr_schedule={self.lr_schedule!r} is not one of {LR_SCHEDULES}; fix params.yaml")
         for name in ("epochs", "iterations_per_epoch", "batch_size", "patience_steps"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"train.{name}={getattr(self, name)} must be >= 1; fix params.yaml")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0; fix params.yaml")

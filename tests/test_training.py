@@ -110,6 +110,16 @@ def test_early_stopping_counts_patience_in_steps(tmp_path):
     assert state.converged, "stopped on patience, best step early in the budget"
 
 
+def test_without_patience_a_run_takes_the_whole_budget_and_keeps_its_best(tmp_path):
+    # the same flat curve as above: with patience_steps None (the default, as nnU-Net) nothing stops it early
+    torch.set_num_threads(1)
+    config = TrainConfig(epochs=5, iterations_per_epoch=3, lr=1e-12)
+    assert config.patience_steps is None
+    state = fit(_model(), build_loss("dice"), _loader(_items(4), config), _items(2), config, tmp_path,
+                roi_size=SHAPE, progress=False)
+    assert not state.stopped_early and (state.epoch, state.step) == (5, 15) and state.best_step == 3
+
+
 @pytest.mark.parametrize("n_train", [2, 4])
 def test_every_sample_size_gets_the_same_number_of_steps(tmp_path, n_train):
     config = TrainConfig(epochs=3, iterations_per_epoch=4, lr=1e-2, patience_steps=100)

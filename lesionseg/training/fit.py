@@ -195,7 +195,8 @@ def _update_state(state: FitState, epoch: int, metrics: dict[str, float], config
     state.history.append({"epoch": epoch, "step": state.step, **metrics})
     if metrics["val_dice_ema"] > state.best_val_dice:
         state.best_val_dice, state.best_epoch, state.best_step = metrics["val_dice_ema"], epoch, state.step
-    state.stopped_early = state.step - state.best_step >= config.patience_steps and epoch < config.epochs
+    patience = config.patience_steps
+    state.stopped_early = patience is not None and state.step - state.best_step >= patience and epoch < config.epochs
 
 
 def _payload(model, optimizer, scheduler, scaler, state: FitState) -> dict[str, Any]:
