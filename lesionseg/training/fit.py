@@ -150,8 +150,8 @@ def _report(epochs, epoch: int, total: int, metrics: dict[str, float], state: Fi
 
 def converged(history: Sequence[dict[str, float]], best_step: int, budget_steps: int, stopped_early: bool) -> bool:
     """A run converged when its best step is not in the last 10% of the budget and the smoothed validation
-    Dice has plateaued: it stopped early on patience, or its last quarter of validations gained less than
-    ``PLATEAU_TOLERANCE`` over the best before it."""
+    Dice has plateaued: its last quarter of validations gained less than ``PLATEAU_TOLERANCE`` over the best
+    before it, or (where ``patience_steps`` is set) it stopped early on patience."""
     if not history or best_step > 0.9 * budget_steps:
         return False
     if stopped_early:
