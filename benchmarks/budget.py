@@ -3,7 +3,7 @@
 Issue 28: every arm gets the budget at which scratch converges at each sample size, chosen on validation (never
 test) data. For each candidate budget (epochs x ``train.iterations_per_epoch`` steps, the poly schedule spanning
 it) and each sample size and repeat, this trains the scratch arm exactly as the ``scratch`` stage does (same
-params, early stopping on ``train.patience_steps``) on the target's train subset, validates on its validation
+params, early stopping where ``train.patience_steps`` is set) on the target's train subset, validates on its validation
 split, and applies the project's convergence rule (:func:`lesionseg.training.fit.converged`). The chosen budget
 is the smallest candidate at which every run converged.
 
