@@ -54,7 +54,7 @@ def render(rows: list[dict], chosen: int | None, command: str) -> str:
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     lines = ["# The demo's training budget, chosen on validation data (issue 28)", "",
              f"Written by `{command}` (load average at the end {load}). Scratch RatLesNetV2 as the `scratch` stage "
-             "trains it, early stopping included; validation split only. Converged: the project's rule "
+             "trains it, early stopping as `train.patience_steps` sets it; validation split only. Converged: the project's rule "
              "(`lesionseg.training.fit.converged`).", "",
              "| budget (steps) | n | repeat | steps run | best step | stopped early | converged | best val Dice (EMA) "
              "| s | val Dice EMA per epoch |", "|---|---|---|---|---|---|---|---|---|---|"]
