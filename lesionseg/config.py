@@ -50,7 +50,7 @@ class TrainConfig:
     arm gets the same ``epochs * iterations_per_epoch`` updates.
     """
 
-    epochs: int = 40
+    epochs: int = 80
     iterations_per_epoch: int = 20
     batch_size: int = 2
     lr: float = 1e-3
