@@ -306,7 +306,8 @@ def _one_comparison(data: pd.DataFrame, treatment: object, control: object, size
             row.update(n_models_treatment=len(t_models), n_models_control=len(c_models))
             shared = [r for r in t_models if r in c_models]
             unpaired = sorted(set(t_models).symmetric_difference(c_models), key=str)
-            notes = [f"repeats {unpaired} dropped at n={n} (a run missing or crashed in one arm)"] if unpaired else []
+            notes = [f"repeats {unpaired} dropped at n={n} (in one arm only: not declared in the other, "
+                     "e.g. tune.repeats, or missing or crashed)"] if unpaired else []
             diff = np.array([t_models[r] - c_models[r] for r in shared]).reshape(len(shared), -1)
             row.update(_cell_row(diff, notes))
         out.append(row)
@@ -318,7 +319,7 @@ def _primary_row(models: Mapping, treatment: object, control: object, primary: l
     repeats = [set(models[(n, a)]) for n in primary for a in (treatment, control)]
     shared = sorted(set.intersection(*repeats), key=str)
     dropped = sorted(set.union(*repeats) - set(shared), key=str)
-    notes = [f"repeats {dropped} dropped from the primary endpoint (a run missing or crashed at some size)"] \
+    notes = [f"repeats {dropped} dropped from the primary endpoint (in one arm only at some size: not declared, or missing or crashed)"] \
         if dropped else []
     per_size = [np.array([models[(n, treatment)][r] - models[(n, control)][r] for r in shared])
                 .reshape(len(shared), -1) for n in primary]
