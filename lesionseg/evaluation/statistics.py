@@ -271,6 +271,10 @@ def _sort_key(v: object) -> tuple:
     return (str(type(v)), v)
 
 
+# Why a repeat has no partner: the other arm may not declare it (the tuned arm's R = 1) or its run failed.
+_UNPAIRED = "in one arm only: not declared in the other, e.g. tune.repeats, or missing or crashed"
+
+
 def _one_comparison(data: pd.DataFrame, treatment: object, control: object, sizes: list | None,
                     primary_sizes: Sequence[object] | None, value: str, arm: str, size: str, repeat: str,
                     case: str) -> list[dict]:
@@ -306,8 +310,7 @@ def _one_comparison(data: pd.DataFrame, treatment: object, control: object, size
             row.update(n_models_treatment=len(t_models), n_models_control=len(c_models))
             shared = [r for r in t_models if r in c_models]
             unpaired = sorted(set(t_models).symmetric_difference(c_models), key=str)
-            notes = [f"repeats {unpaired} dropped at n={n} (in one arm only: not declared in the other, "
-                     "e.g. tune.repeats, or missing or crashed)"] if unpaired else []
+            notes = [f"repeats {unpaired} dropped at n={n} ({_UNPAIRED})"] if unpaired else []
             diff = np.array([t_models[r] - c_models[r] for r in shared]).reshape(len(shared), -1)
             row.update(_cell_row(diff, notes))
         out.append(row)
@@ -319,7 +322,7 @@ def _primary_row(models: Mapping, treatment: object, control: object, primary: l
     repeats = [set(models[(n, a)]) for n in primary for a in (treatment, control)]
     shared = sorted(set.intersection(*repeats), key=str)
     dropped = sorted(set.union(*repeats) - set(shared), key=str)
-    notes = [f"repeats {dropped} dropped from the primary endpoint (in one arm only at some size: not declared, or missing or crashed)"] \
+    notes = [f"repeats {dropped} dropped from the primary endpoint (at some size {_UNPAIRED})"] \
         if dropped else []
     per_size = [np.array([models[(n, treatment)][r] - models[(n, control)][r] for r in shared])
                 .reshape(len(shared), -1) for n in primary]
