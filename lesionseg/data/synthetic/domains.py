@@ -79,7 +79,8 @@ DOMAINS: dict[str, DomainSpec] = {
         name="mouse", matrix=256, n_slices=32, fov_mm=25.5345, slice_thickness_mm=0.5,  # 0.0997441 mm pixels
         anatomy=Anatomy(
             brain_semi_axes_mm=MOUSE_BRAIN_SEMI_AXES_MM, cortex_mm=0.9, white_matter_mm=0.2, ventricle_mm=0.24,
-            csf_mm=0.04, skull_mm=0.25, scalp_mm=0.45, head_scale=1.12, deform_mm=0.1, midline_shift_mm=0.3,
+            # scalp_mm: the real median scalp width over the vault, 24 in vivo mice (docs/synthetic.md)
+            csf_mm=0.04, skull_mm=0.25, scalp_mm=0.30, head_scale=1.12, deform_mm=0.1, midline_shift_mm=0.3,
             sagittal_groove_mm=(0.4, 0.16),  # 8 FVB/NCrl in vivo masks: about 0.8 mm wide, 0.16 mm deep (median)
         ),
         contrast=t2w_contrast(RELAXATION["mouse"], *PROTOCOL["mouse"]),
