@@ -7,7 +7,7 @@ bright as lesion), and writes ``benchmarks/results_world.md`` with each row besi
 reference, plus mid-slice overlays of a lesion and a sham of each species (``benchmarks/world/``). The
 references and where they come from are in ``docs/synthetic.md``; nothing here is fitted to them.
 
-    PYTHONPATH=$PWD python benchmarks/world.py            # about a minute on 2 cores
+    PYTHONPATH=$PWD python benchmarks/world.py            # about two minutes on 2 cores
 """
 from __future__ import annotations
 
