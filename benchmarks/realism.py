@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
+import json
 import os
 import sys
 import tempfile
@@ -48,7 +49,7 @@ RESULTS = ROOT / "benchmarks" / "results_realism.md"
 ISLAND_VOXELS = 20  # the authors' eval.py: removeSmallIslands_thr = 20
 TARGET_DICE = 0.7  # issue 26, item 5: mean lesion Dice in the best orientation
 TARGET_SHAM_MM3 = 10.0  # ... and every sham's predicted volume below this
-COLUMNS = ["case_id", "group", "orientation", "dice", "predicted_mm3", "true_mm3"]
+COLUMNS = ["case_id", "group", "stage", "territory", "orientation", "dice", "predicted_mm3", "true_mm3"]
 
 
 @dataclass(frozen=True)
@@ -151,15 +152,24 @@ def _read_cases(dataset: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, n
     return out
 
 
+def _lesion_draws(dataset: Path) -> dict[str, dict]:
+    """Each case's lesion time point and territory class, as the generator recorded them in dataset.json."""
+    meta = json.loads((dataset / "dataset.json").read_text())
+    return meta.get("generator", {}).get("case_lesion", {})
+
+
 def evaluate(dataset: Path, model: RatLesNetV2, orientations: list[Orientation]) -> tuple[list[dict], dict]:
     """One row per (case, orientation); also the predicted masks, keyed (case_id, orientation name)."""
     rows, masks = [], {}
+    draws = _lesion_draws(dataset)
     for case_id, group, image, label, affine in _read_cases(dataset):
         voxel_mm3 = float(np.prod(nib.affines.voxel_sizes(affine)))
+        drawn = draws.get(case_id, {})
         for orientation in orientations:
             mask = predict(model, image, orientation)
             masks[case_id, orientation.name] = mask
-            rows.append({"case_id": case_id, "group": group, "orientation": orientation.name,
+            rows.append({"case_id": case_id, "group": group, "stage": drawn.get("time_point") or "-",
+                         "territory": drawn.get("territory") or "-", "orientation": orientation.name,
                          "dice": dice(mask, label) if group == "MCAo" else float("nan"),
                          "predicted_mm3": float(mask.sum()) * voxel_mm3,
                          "true_mm3": float(label.sum()) * voxel_mm3})
@@ -236,7 +246,8 @@ def write_results(out: Path, label: str, rows: list[dict], summary: list[dict], 
               "|" + "---|" * len(COLUMNS)]
     for r in rows:
         if r["orientation"] == best:
-            lines.append(f"| {r['case_id']} | {r['group']} | {r['orientation']} | {_fmt(r['dice'])} | "
+            lines.append(f"| {r['case_id']} | {r['group']} | {r['stage']} | {r['territory']} | {r['orientation']} | "
+                         f"{_fmt(r['dice'])} | "
                          f"{_fmt(r['predicted_mm3'], 1)} | {_fmt(r['true_mm3'], 1)} |")
     lines += ["", "## Overlays (green: truth, red: prediction)", ""]
     lines += [f"![{p.stem}]({Path(os.path.relpath(p, out.parent)).as_posix()})" for p in overlays]

@@ -16,7 +16,7 @@ from scipy import ndimage
 from lesionseg.data.io import read_volume
 from lesionseg.data.synthetic import DOMAINS, RELAXATION, domain_spec, synthesize_case, synthesize_dataset
 from lesionseg.data.synthetic.domains import cohort_protocols, cohort_spec
-from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TIME_POINTS, lesion_contrast
+from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TERRITORIES, TIME_POINTS, lesion_contrast
 from lesionseg.data.synthetic.protocol import relaxation_at
 from lesionseg.data.synthetic.rater import RaterModel
 from lesionseg.data.synthetic.scene import AnimalRanges
@@ -244,6 +244,18 @@ def test_mouse_dataset_draws_from_the_worlds_cohorts_and_lists_them(mouse_datase
     for c in cohorts:  # inside the declared ranges (docs/synthetic.md)
         assert c["field_t"] in (7.0, 9.4, 11.7) and 30 <= c["te_ms"] <= 55 and 12 <= c["snr"] <= 35
     assert cohort_protocols(DOMAINS["rat"]) == []  # the rat source keeps one protocol
+
+
+def test_dataset_json_records_each_lesions_stage_and_territory(mouse_dataset):
+    meta = json.loads((mouse_dataset / "dataset.json").read_text())["generator"]
+    groups = {row["case_id"]: row["group"] for row in csv.DictReader((mouse_dataset / "cases.csv").open())}
+    assert sorted(meta["case_lesion"]) == sorted(groups)
+    for case_id, drawn in meta["case_lesion"].items():
+        if groups[case_id] == "sham":
+            assert drawn == {"time_point": None, "territory": None, "occlusion_min": None}
+        else:
+            assert drawn["time_point"] in TIME_POINTS and drawn["territory"] in TERRITORIES
+            assert drawn["occlusion_min"] in DOMAINS["mouse"].lesion_model.occlusions_min
 
 
 def test_relaxation_follows_the_field():

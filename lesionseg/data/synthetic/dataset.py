@@ -16,6 +16,11 @@ from lesionseg.data.synthetic.domains import DomainSpec, case_cohort, cohort_pro
 from lesionseg.data.synthetic.render import SyntheticCase, synthesize_case
 
 
+# What dataset.json's ``generator.case_lesion`` records per case (None for shams), so that results can be read by
+# the lesion's stage and territory without drawing the cohort again.
+LESION_DRAWS = ("time_point", "territory", "occlusion_min")
+
+
 def _nifti_header(spec: DomainSpec, what: str) -> nib.Nifti1Header:
     """A scanner-like header: mm units, coronal slices on axis 2, a description of what the file holds."""
     header = nib.Nifti1Header()
@@ -101,11 +106,12 @@ def synthesize_dataset(
     The directory is built aside and moved into place only when complete. Case ``i`` depends only on
     (seed, domain, i) and whether it is a sham; which cases are shams (``round(n_cases * sham_fraction)`` of
     them) is drawn from the seed. The same arguments give byte-identical files. ``dataset.json`` lists the
-    domain's cohorts (scanner protocols) and which cohort each case comes from.
+    domain's cohorts (scanner protocols), which cohort each case comes from and each lesion's time point,
+    territory class and occlusion time (``generator.case_lesion``).
     """
     spec = domain_spec(domain, matrix=matrix, n_slices=n_slices)
     _check_dataset_args(n_cases, seed, sham_fraction)
-    rows, cohort_of = [], {}
+    rows, cohort_of, lesion_of = [], {}, {}
     protocols = cohort_protocols(spec)
     out_dir = Path(out_dir)
     cases = generate_cases(domain, n_cases, seed, sham_fraction=sham_fraction, matrix=matrix, n_slices=n_slices,
@@ -113,6 +119,7 @@ def synthesize_dataset(
     with atomic_dir(out_dir) as tmp:
         for case, cohort in cases:
             cohort_of[case.case_id] = cohort
+            lesion_of[case.case_id] = {key: case.info.get(key) for key in LESION_DRAWS}
             write_volume(tmp / "imagesTr" / f"{case.case_id}_0000.nii.gz", case.image, case.affine,
                          _nifti_header(spec, "image"))
             write_volume(tmp / "labelsTr" / f"{case.case_id}.nii.gz", case.label, case.affine,
@@ -131,7 +138,8 @@ def synthesize_dataset(
             "domain": domain,
             "generator": {"module": "lesionseg.data.synthetic", "seed": int(seed), "matrix": spec.matrix,
                           "n_slices": spec.n_slices, "sham_fraction": sham_fraction,
-                          "cohorts": [asdict(p) for p in protocols], "case_cohort": cohort_of},
+                          "cohorts": [asdict(p) for p in protocols], "case_cohort": cohort_of,
+                          "case_lesion": lesion_of},
         })
         write_text(tmp / "cases.csv", _cases_csv(rows))
     return out_dir
