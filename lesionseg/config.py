@@ -50,7 +50,7 @@ class TrainConfig:
     arm gets the same ``epochs * iterations_per_epoch`` updates.
     """
 
-    epochs: int = 80
+    epochs: int = 100
     iterations_per_epoch: int = 20
     batch_size: int = 2
     lr: float = 1e-3
@@ -415,8 +415,8 @@ class PretrainConfig:
 
     models: list[str] = field(default_factory=lambda: ["ratlesnetv2"])
     augment: bool = False
-    train: dict = field(default_factory=lambda: {"epochs": 40, "iterations_per_epoch": 15, "lr": 0.003,
-                                                 "patience_steps": 200})  # overrides of `train`
+    train: dict = field(default_factory=lambda: {"epochs": 80, "iterations_per_epoch": 15, "lr": 0.003,
+                                                 "patience_steps": None})  # overrides of `train`
 
     def __post_init__(self) -> None:
         _check_train_overrides(self.train, "pretrain.train")
