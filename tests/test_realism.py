@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lesionseg.data.synthetic.lesion import TERRITORIES, TIME_POINTS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -66,8 +68,10 @@ def test_published_model_finds_a_synthetic_lesion_and_the_report_is_written(judg
     rows = result["rows"]
     assert {r["group"] for r in rows} == {"MCAo", "sham"} and len(rows) == 2
     assert set(realism.COLUMNS) <= set(rows[0])
-    lesion = next(r for r in rows if r["group"] == "MCAo")
+    lesion, sham = (next(r for r in rows if r["group"] == g) for g in ("MCAo", "sham"))
     assert lesion["dice"] >= 0.6, f"published model's Dice on a synthetic lesion: {lesion['dice']:.3f}"
+    assert lesion["stage"] in TIME_POINTS and lesion["territory"] in TERRITORIES  # from dataset.json's case_lesion
+    assert sham["stage"] == sham["territory"] == "-"
     text = out.read_text()
     assert "| orientation | model sees | mean lesion Dice |" in text
     assert "| " + " | ".join(realism.COLUMNS) + " |" in text
