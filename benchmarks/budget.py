@@ -22,6 +22,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lesionseg.training.spec import RunSpec
 
 
 def scratch_run(project: Path, sample_size: int, repeat: int, epochs: int, threads: int) -> dict:
@@ -51,7 +55,8 @@ def source_run(project: Path, epochs: int, threads: int) -> dict:
     return {"n": f"{spec.domain} ({spec.sample_size})", "repeat": "-", **_fit_on_validation(spec, threads)}
 
 
-def _fit_on_validation(spec, threads: int) -> dict:
+def _fit_on_validation(spec: RunSpec, threads: int) -> dict:
+    """Train ``spec`` with validation on its own split; where it stopped, whether it converged, its curve."""
     import torch
 
     from lesionseg.training.engine import build_loss
@@ -88,6 +93,17 @@ def render(rows: list[dict], chosen: int | None, command: str, source: bool = Fa
     return "\n".join(lines + ["", verdict, ""])
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line that wrote the table, without the machine-specific paths."""
+    flags = []
+    for key, value in vars(args).items():
+        if key in ("project", "md") or value in (None, False):
+            continue
+        shown = "" if value is True else " " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
+        flags.append(f"--{key}{shown}")
+    return "python benchmarks/budget.py " + " ".join(flags)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, required=True)
@@ -116,9 +132,7 @@ def main() -> None:
         if all(r["converged"] for r in batch):
             chosen = batch[0]["budget"]
             break
-    text = render(rows, chosen, "python benchmarks/budget.py " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()
-        if v not in (None, False) and k not in ("project", "md")).replace(" True", ""), args.source)
+    text = render(rows, chosen, _command(args), args.source)
     if args.md:
         args.md.write_text(text)
     print(text)
