@@ -97,7 +97,7 @@ def _command(args: argparse.Namespace) -> str:
     """The command line that wrote the table, without the machine-specific paths."""
     flags = []
     for key, value in vars(args).items():
-        if key in ("project", "md") or value in (None, False):
+        if key in ("project", "md") or value is None or value is False:  # not `in (None, False)`: 0 == False
             continue
         shown = "" if value is True else " " + (" ".join(map(str, value)) if isinstance(value, list) else str(value))
         flags.append(f"--{key}{shown}")
