@@ -16,7 +16,7 @@ from scipy import ndimage
 from lesionseg.data.io import read_volume
 from lesionseg.data.synthetic import DOMAINS, RELAXATION, domain_spec, synthesize_case, synthesize_dataset
 from lesionseg.data.synthetic.domains import cohort_protocols, cohort_spec
-from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TERRITORIES, TIME_POINTS, lesion_contrast
+from lesionseg.data.synthetic.lesion import SUBSTRAIN_LESION_VOLUME, TERRITORIES, TIME_POINTS, draw_lesion, lesion_contrast
 from lesionseg.data.synthetic.protocol import relaxation_at
 from lesionseg.data.synthetic.rater import RaterModel
 from lesionseg.data.synthetic.scene import AnimalRanges
@@ -256,6 +256,17 @@ def test_dataset_json_records_each_lesions_stage_and_territory(mouse_dataset):
         else:
             assert drawn["time_point"] in TIME_POINTS and drawn["territory"] in TERRITORIES
             assert drawn["occlusion_min"] in DOMAINS["mouse"].lesion_model.occlusions_min
+
+
+def test_rat_lesion_stages_follow_the_real_sources_scans():
+    """The rat draws the real source's eight stages in proportion to its 916 scans (24 h about half, 2 h rare)."""
+    spec = DOMAINS["rat"]
+    assert sum(spec.lesion_model.time_weights) == 916 and "6h" not in spec.lesion_model.time_points
+    rng = np.random.default_rng(3)
+    drawn = [draw_lesion(rng, spec).time_point for _ in range(2000)]
+    share = {t: drawn.count(t) / len(drawn) for t in set(drawn)}
+    assert set(drawn) == set(spec.lesion_model.time_points)
+    assert 0.43 < share["24h"] < 0.52 and share["2h"] < 0.05 and share["72h"] > share["7d"]
 
 
 def test_relaxation_follows_the_field():

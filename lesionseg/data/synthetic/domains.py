@@ -69,10 +69,10 @@ MOUSE_BRAIN_SEMI_AXES_MM = (5.39, 5.16, 3.37)
 RAT_SCALE = 1.06
 RAT_BRAIN_SEMI_AXES_MM = tuple(round(s * RAT_SCALE, 3) for s in (7.5, 7.6, 5.0))  # (7.95, 8.056, 5.3)
 MOUSE_COHORTS = 4  # scanners/protocols a mouse dataset is drawn from (fixed per world, see cohort_protocols)
-# The rat source's lesion stages: nine, 2 h to 35 days, as RatLesNetV2's training data (Valverde et al. 2020);
-# which nine is not known to us: these are assumed, 24 h weighted twice.
-RAT_STAGES = ("2h", "6h", "24h", "48h", "7d", "14d", "21d", "28d", "35d")
-assert set(RAT_STAGES) <= set(TIME_POINTS)
+# The rat source's lesion stages and their weights: the real source's scans per stage, 916 in all, as counted from
+# the paths in the RatLesNetV2 authors' experiment records (docs/synthetic.md, "The rat source's stages, counted").
+RAT_STAGE_SCANS = {"2h": 24, "24h": 435, "72h": 168, "7d": 65, "14d": 42, "21d": 60, "28d": 101, "35d": 21}
+assert set(RAT_STAGE_SCANS) <= set(TIME_POINTS)
 
 DOMAINS: dict[str, DomainSpec] = {
     "mouse": DomainSpec(
@@ -109,7 +109,7 @@ DOMAINS: dict[str, DomainSpec] = {
         # whole-territory lesions at most about half the hemisphere (pMCAo: about 35-50 %, approximate); the
         # shared range (1.0-1.25) reached 66-79 % of a rat hemisphere. The mouse keeps it for now: its difficulty
         # check was declared and run on it (docs/synthetic.md, "not done").
-        lesion_model=LesionModel(time_points=RAT_STAGES, time_weights=(1, 1, 2, 1, 1, 1, 1, 1, 1),
+        lesion_model=LesionModel(time_points=tuple(RAT_STAGE_SCANS), time_weights=tuple(RAT_STAGE_SCANS.values()),
                                  whole_scale=(0.85, 1.0)),
         territory_weights=(0.15, 0.7, 0.15), petechiae_fraction=0.05, subarachnoid_blood_fraction=0.05,
     ),
