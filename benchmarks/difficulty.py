@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--score-only", action="store_true",
                         help="train nothing: score every finished run in --work/runs and write the results")
     args = parser.parse_args(argv)
+    if not args.out.is_file():  # the table is appended under the declaration: fail now, not after an hour's training
+        parser.error(f"--out {args.out}: no such file; copy the declaration there first "
+                     f"(cp benchmarks/results_difficulty.md {args.out})")
     torch.set_num_threads(2)
     params = load_params(ROOT / "params.yaml")
     start = time.perf_counter()
