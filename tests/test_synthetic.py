@@ -87,7 +87,7 @@ DEMO = {"mouse": (128, 32), "rat": (128, 18)}
 TARGET = {  # domain: (median range, smallest allowed, largest allowed) in mm3
     "mouse": ((30.0, 100.0), 2.0, 170.0),
     # published: about 100-350, whole territory about 250-500 (approximate); the largest drawn, a whole-territory
-    # lesion at its 48 h oedema peak, is about 0.6 of a hemisphere of the published-size rat brain (about 580 mm3
+    # lesion at its full 24-72 h volume, is about 0.6 of a hemisphere of the published-size rat brain (about 580 mm3
     # inside the 18 mm slab, above the approximate 500: docs/synthetic.md). The smallest are striatal lesions at
     # 2 h, when only the core shows in T2w (a few mm3). The median's range is the published one: since the rat draws
     # the real source's stages (about half at 24 h, where lesions show their full volume) it sits near 300.

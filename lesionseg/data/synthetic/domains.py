@@ -70,7 +70,8 @@ RAT_SCALE = 1.06
 RAT_BRAIN_SEMI_AXES_MM = tuple(round(s * RAT_SCALE, 3) for s in (7.5, 7.6, 5.0))  # (7.95, 8.056, 5.3)
 MOUSE_COHORTS = 4  # scanners/protocols a mouse dataset is drawn from (fixed per world, see cohort_protocols)
 # The rat source's lesion stages and their weights: the real source's scans per stage, 916 in all, as counted from
-# the paths in the RatLesNetV2 authors' experiment records (docs/synthetic.md, "The rat source's stages, counted").
+# the paths in the RatLesNetV2 authors' experiment records (docs/synthetic.md, "The rat source's stages, counted
+# on the real source").
 RAT_STAGE_SCANS = {"2h": 24, "24h": 435, "72h": 168, "7d": 65, "14d": 42, "21d": 60, "28d": 101, "35d": 21}
 assert set(RAT_STAGE_SCANS) <= set(TIME_POINTS)
 
