@@ -51,6 +51,23 @@ def test_small_islands_and_holes_go_as_in_the_authors_eval():
     assert out[3, 3, 3] and not out[8, 8, 8] and out.sum() == 125
 
 
+def test_majority_vote_keeps_what_more_than_half_of_the_judges_mark_as_the_authors_eval():
+    a = np.zeros((6, 6, 6), bool)
+    a[1:5, 1:5, 1:5] = True  # 64 voxels
+    b = a.copy()
+    b[1, 1, 1] = False  # one judge leaves a corner out: two of three keep it
+    c = np.zeros_like(a)
+    c[0:3, 0:3, 0:3] = True  # a third judge marks elsewhere too
+    vote = realism.majority_vote([a, b, c])
+    assert vote.sum() == 64 and vote[1, 1, 1] and not vote[0, 0, 0]
+    assert not realism.majority_vote([a, np.zeros_like(a)]).any()  # 1 of 2 is not more than half
+
+
+def test_judges_are_named_by_training_set_and_model():
+    assert realism.judge_name(realism.WEIGHTS) == "heterogeneous/model-1"
+    assert realism.judge_name(Path("x/Table2-3/RatLesNetv2/homogeneous/model-3")) == "homogeneous/model-3"
+
+
 needs_weights = pytest.mark.skipif(not realism.WEIGHTS.is_file(), reason=f"published weights not at {realism.WEIGHTS}")
 
 
@@ -75,8 +92,11 @@ def test_published_model_finds_a_synthetic_lesion_and_the_report_is_written(judg
     assert lesion["dice"] >= 0.5, f"published model's Dice on a synthetic lesion: {lesion['dice']:.3f}"
     assert lesion["stage"] in TIME_POINTS and lesion["territory"] in TERRITORIES  # from dataset.json's case_lesion
     assert sham["stage"] == sham["territory"] == "-"
+    for row in rows:  # the brain's share of a prediction is part of it
+        assert 0.0 <= row["in_brain_mm3"] <= row["predicted_mm3"]
+    assert lesion["in_brain_mm3"] > 0.5 * lesion["predicted_mm3"]  # a found lesion lies in the brain
     text = out.read_text()
-    assert "| orientation | model sees | mean lesion Dice |" in text
+    assert "| orientation | model sees | mean lesion Dice |" in text and "max sham mm3 in brain |" in text
     assert "| " + " | ".join(realism.COLUMNS) + " |" in text
     assert "Best orientation: **stored**" in text
     pngs = sorted((out.parent / "realism").glob("*.png"))
@@ -90,3 +110,27 @@ def test_published_model_leaves_a_synthetic_sham_under_10_mm3(judged):
     """Issue 26's sham target on one case (3.6 mm3 when the earlier rat met issue 21's targets)."""
     sham = next(r for r in judged[0]["rows"] if r["group"] == "sham")
     assert 0.0 <= sham["predicted_mm3"] < 10.0, f"published model marks {sham['predicted_mm3']:.1f} mm3 in a sham"
+
+
+def test_the_report_sets_every_judge_beside_the_primary(tmp_path):
+    """Fabricated rows, two judges and their vote: each judge's best orientation and the per-case table by judge."""
+    rows = []
+    for judge, dice_stored, sham_fc in (("heterogeneous/model-1", 0.8, 12.0), ("heterogeneous/model-2", 0.6, 3.0),
+                                        (realism.MAJORITY, 0.7, 2.0)):
+        for name, dice_value, sham in (("stored", dice_stored, 20.0), ("fc", 0.75, sham_fc)):
+            rows.append({"judge": judge, "case_id": "r_000", "group": "MCAo", "stage": "24h", "territory": "striatum",
+                         "orientation": name, "dice": dice_value, "predicted_mm3": 50.0, "in_brain_mm3": 50.0,
+                         "true_mm3": 60.0})
+            rows.append({"judge": judge, "case_id": "r_001", "group": "sham", "stage": "-", "territory": "-",
+                         "orientation": name, "dice": float("nan"), "predicted_mm3": sham, "in_brain_mm3": 1.0,
+                         "true_mm3": 0.0})
+    chosen = [o for o in realism.ORIENTATIONS if o.name in ("stored", "fc")]
+    summaries = {j: realism.summarise(rows, chosen, j) for j in dict.fromkeys(r["judge"] for r in rows)}
+    primary, *others = summaries
+    out = realism.write_results(tmp_path / "r.md", "test", rows, summaries[primary], chosen, np.eye(4), [], 1.0, 0,
+                                {j: summaries[j] for j in others})
+    text = out.read_text()
+    assert "Best orientation: **stored**: mean lesion Dice 0.800, largest sham prediction 20.0 mm3" in text
+    assert "| heterogeneous/model-2 | fc | 0.750 | 3.0 | 1.0 | met | 0.600 | 20.0 | 1.0 |" in text
+    assert "| majority vote | fc | 0.750 | 2.0 | 1.0 | met |" in text
+    assert "| r_001 | sham | - | 20.0 (1.0) | 20.0 (1.0) | 20.0 (1.0) |" in text
