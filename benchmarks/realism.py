@@ -355,7 +355,8 @@ def run(out: Path = RESULTS, *, n_lesion: int = 8, n_sham: int = 4, seed: int = 
     """Generate, predict in each orientation with each judge (``weights``; the first is the primary), write ``out``
     (and the primary's overlays); return the primary's rows, summary and best orientation, and every judge's."""
     orientations = orientations or ORIENTATIONS
-    overlay_dir = overlay_dir or out.parent / "realism"
+    # overlays go in realism/ beside the report, or beside it when the report is already in a realism/ folder
+    overlay_dir = overlay_dir or (out.parent if out.parent.name == "realism" else out.parent / "realism")
     start = time.perf_counter()
     judges = load_judges(weights or [WEIGHTS], threads)
     with tempfile.TemporaryDirectory() as tmp:
@@ -389,7 +390,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--overlay-prefix", default="", help="prefix of the overlay PNG names")
     parser.add_argument("--overlay-dir", type=Path, default=None,
-                        help="where the overlay PNGs go (default: realism/ beside --out)")
+                        help="where the overlay PNGs go (default: realism/ beside --out, or --out's own realism/)")
     return parser
 
 
