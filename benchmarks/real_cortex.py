@@ -1,0 +1,71 @@
+"""Cortex / striatum signal of real in vivo T2w rodent brains, from their structure labels.
+
+Reads public images fetched by hand (never copied into the project; GPL-3.0): the FVB/NCrl in vivo mice of
+dama-lab/mouse-brain-atlas, ``FVB_NCrl/in_vivo/template/N.nii.gz`` with ``label/N.nii.gz`` (structure labels as in
+its ``docs/structure_label_list.csv``: neocortex 14, caudate putamen 3, left hemisphere +20), and the SIGMA in vivo
+rat template with its anatomical atlas (aswendtlab/AIDAmri, ``rat`` branch, ``lib/sigma/``: the template, the atlas
+and its ITK-SNAP label file; dorsal neocortex = the motor and somatosensory areas). Prints the median cortex signal
+over the median striatum signal; docs/synthetic.md records the figures.
+
+    python benchmarks/real_cortex.py --mice DIR_WITH_template_AND_label [--sigma TEMPLATE ATLAS LABELS_TXT]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+NEOCORTEX = (14, 34)  # right, left (docs/structure_label_list.csv; left = right + 20)
+CAUDATE_PUTAMEN = (3, 23)
+
+
+def cortex_over_striatum(image: np.ndarray, labels: np.ndarray) -> float:
+    """Median neocortex signal / median caudate-putamen signal."""
+    cortex, striatum = np.isin(labels, NEOCORTEX), np.isin(labels, CAUDATE_PUTAMEN)
+    if not cortex.any() or not striatum.any():
+        raise ValueError("labels hold no neocortex (14, 34) or no caudate putamen (3, 23); pass dama-lab's labels")
+    return float(np.median(image[cortex]) / np.median(image[striatum]))
+
+
+def sigma_labels(labels_txt: Path) -> tuple[list[int], list[int]]:
+    """SIGMA atlas label ids of the dorsal neocortex (motor and somatosensory areas) and of the striatum."""
+    names = dict(re.findall(r'^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+\S+\s+\d+\s+\d+\s+"(.*)"', labels_txt.read_text(), re.M))
+    cortex = [int(k) for k, n in names.items() if "Motor Cortex" in n or "Somatosensory Cortex" in n]
+    striatum = [int(k) for k, n in names.items() if n.startswith("Striatum")]
+    return cortex, striatum
+
+
+def sigma_cortex_over_striatum(template: Path, atlas: Path, labels_txt: Path) -> float:
+    """The SIGMA template's median dorsal-neocortex signal / median striatum signal (inside its brain)."""
+    image = np.asarray(nib.load(template).dataobj, dtype=float)
+    labels = np.asarray(nib.load(atlas).dataobj).astype(int)
+    cortex, striatum = sigma_labels(labels_txt)
+    labels = np.where(image > 0, labels, 0)  # the template is skull-stripped: its brain is its non-zero voxels
+    return cortex_over_striatum(image, np.select([np.isin(labels, cortex), np.isin(labels, striatum)],
+                                                 [NEOCORTEX[0], CAUDATE_PUTAMEN[0]], 0))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mice", type=Path, required=True, help="folder with template/ and label/ of the same names")
+    parser.add_argument("--sigma", type=Path, nargs=3, metavar=("TEMPLATE", "ATLAS", "LABELS_TXT"),
+                        help="the SIGMA in vivo rat template, its anatomical atlas and the atlas's label file")
+    args = parser.parse_args(argv)
+    if args.sigma:
+        print(f"SIGMA rat template: cortex / striatum {sigma_cortex_over_striatum(*args.sigma):.3f}")
+    ratios = []
+    for image_path in sorted((args.mice / "template").glob("*.nii*")):
+        image = np.asarray(nib.load(image_path).dataobj, dtype=float)
+        labels = np.asarray(nib.load(args.mice / "label" / image_path.name).dataobj).astype(int)
+        ratios.append(cortex_over_striatum(image, labels))
+        print(f"{image_path.name}: cortex / striatum {ratios[-1]:.3f}")
+    if not ratios:
+        raise SystemExit(f"{args.mice / 'template'}: no NIfTI images; fetch dama-lab/mouse-brain-atlas FVB_NCrl/in_vivo")
+    print(f"{len(ratios)} mice: median {np.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
