@@ -22,11 +22,13 @@ NEOCORTEX = (14, 34)  # right, left (docs/structure_label_list.csv; left = right
 CAUDATE_PUTAMEN = (3, 23)
 
 
-def cortex_over_striatum(image: np.ndarray, labels: np.ndarray) -> float:
-    """Median neocortex signal / median caudate-putamen signal."""
-    cortex, striatum = np.isin(labels, NEOCORTEX), np.isin(labels, CAUDATE_PUTAMEN)
+def cortex_over_striatum(image: np.ndarray, labels: np.ndarray, cortex_ids=NEOCORTEX,
+                          striatum_ids=CAUDATE_PUTAMEN) -> float:
+    """Median cortex signal / median striatum signal (default ids: dama-lab's neocortex and caudate putamen)."""
+    cortex, striatum = np.isin(labels, cortex_ids), np.isin(labels, striatum_ids)
     if not cortex.any() or not striatum.any():
-        raise ValueError("labels hold no neocortex (14, 34) or no caudate putamen (3, 23); pass dama-lab's labels")
+        raise ValueError(f"labels hold no cortex {tuple(cortex_ids)} or no striatum {tuple(striatum_ids)}; pass "
+                         "the structure labels that belong to the image")
     return float(np.median(image[cortex]) / np.median(image[striatum]))
 
 
@@ -44,8 +46,7 @@ def sigma_cortex_over_striatum(template: Path, atlas: Path, labels_txt: Path) ->
     labels = np.asarray(nib.load(atlas).dataobj).astype(int)
     cortex, striatum = sigma_labels(labels_txt)
     labels = np.where(image > 0, labels, 0)  # the template is skull-stripped: its brain is its non-zero voxels
-    return cortex_over_striatum(image, np.select([np.isin(labels, cortex), np.isin(labels, striatum)],
-                                                 [NEOCORTEX[0], CAUDATE_PUTAMEN[0]], 0))
+    return cortex_over_striatum(image, labels, cortex, striatum)
 
 
 def main(argv: list[str] | None = None) -> None:
