@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -22,8 +23,8 @@ NEOCORTEX = (14, 34)  # right, left (docs/structure_label_list.csv; left = right
 CAUDATE_PUTAMEN = (3, 23)
 
 
-def cortex_over_striatum(image: np.ndarray, labels: np.ndarray, cortex_ids=NEOCORTEX,
-                          striatum_ids=CAUDATE_PUTAMEN) -> float:
+def cortex_over_striatum(image: np.ndarray, labels: np.ndarray, cortex_ids: Sequence[int] = NEOCORTEX,
+                          striatum_ids: Sequence[int] = CAUDATE_PUTAMEN) -> float:
     """Median cortex signal / median striatum signal (default ids: dama-lab's neocortex and caudate putamen)."""
     cortex, striatum = np.isin(labels, cortex_ids), np.isin(labels, striatum_ids)
     if not cortex.any() or not striatum.any():
