@@ -1,15 +1,11 @@
 """benchmarks/real_cortex.py: cortex / striatum signal from dama-lab's structure labels."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
-_spec = importlib.util.spec_from_file_location("real_cortex", Path(__file__).parents[1] / "benchmarks" / "real_cortex.py")
-real_cortex = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(real_cortex)
+real_cortex = load_benchmark("real_cortex")
 
 
 def test_cortex_over_striatum_is_the_ratio_of_their_medians_over_both_hemispheres():

@@ -1,27 +1,16 @@
 """benchmarks/realism.py: the published RatLesNetV2 judging synthetic rats (skipped without its weights)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_benchmark
 
 from lesionseg.data.synthetic.lesion import TERRITORIES, TIME_POINTS
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("realism_benchmark", ROOT / "benchmarks" / "realism.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-realism = _load_benchmark()
+realism = load_benchmark("realism")
 
 
 def test_the_eight_orientations_are_distinct_and_undo_themselves():

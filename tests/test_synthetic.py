@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.util
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import load_benchmark
 from scipy import ndimage
 
 from lesionseg.data.io import read_volume
@@ -365,10 +365,7 @@ def test_a_grid_too_coarse_for_a_lesion_is_refused_before_anything_is_written(tm
 
 
 def _world_benchmark():
-    spec = importlib.util.spec_from_file_location("world_benchmark", Path(__file__).parents[1] / "benchmarks" / "world.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("world")
 
 
 @pytest.mark.parametrize("domain", ["rat", "mouse"])
