@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from world import cortex_striatum_ratio  # noqa: E402  (generated brains are measured with the same function)
 
 NEOCORTEX = (14, 34)  # right, left (docs/structure_label_list.csv; left = right + 20)
 CAUDATE_PUTAMEN = (3, 23)
@@ -30,7 +34,7 @@ def cortex_over_striatum(image: np.ndarray, labels: np.ndarray, cortex_ids: Sequ
     if not cortex.any() or not striatum.any():
         raise ValueError(f"labels hold no cortex {tuple(cortex_ids)} or no striatum {tuple(striatum_ids)}; pass "
                          "the structure labels that belong to the image")
-    return float(np.median(image[cortex]) / np.median(image[striatum]))
+    return cortex_striatum_ratio(image, cortex, striatum)
 
 
 def sigma_labels(labels_txt: Path) -> tuple[list[int], list[int]]:

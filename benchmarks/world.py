@@ -79,6 +79,15 @@ REFERENCE = {
                                           "over the head is brighter on top by design (the seed study's images)"),
     ("dv_ratio", "rat"): ((1.01, 1.10), "as the mouse volume coil (the rat's 60 mm loop is volume-like); the "
                                         "published RatLesNetV2 needed a near-flat profile"),
+    ("cortex_striatum", "mouse"): ((0.977, 1.000), "FVB/NCrl in vivo T2w (dama-lab/mouse-brain-atlas), 8 mice with "
+                                                   "manual labels (neocortex / caudate putamen), measured here with "
+                                                   "cortex_striatum_ratio (benchmarks/real_cortex.py): median 0.991"),
+    ("cortex_striatum", "rat"): ((0.977, 1.004), "SIGMA in vivo rat T2w template (aswendtlab/AIDAmri, rat branch), "
+                                                 "motor + somatosensory cortex / striatum, measured here with "
+                                                 "cortex_striatum_ratio: 1.004 (an average of many rats); below it, "
+                                                 "the mice's range"),
+    **{(key, d): (None, "surface loop: sensitivity falls with depth (not judged)")
+       for key in ("cortex_striatum_surface",) for d in SIZES},
 }
 LESION_REFERENCE = {  # lesion volume (mm3) at 24 h by territory class; rounded readings, docs/synthetic.md
     ("mouse", "striatum"): ((5, 30), "30 min tMCAo, C57BL/6 (reviews; approximate)"),
@@ -130,6 +139,27 @@ def dorsal_ventral(case) -> float:
     index = np.arange(case.image.shape[1])[None, :, None]
     brain = case.brain_mask & ~case.label.astype(bool)
     return float(np.median(case.image[brain & (index <= low)]) / np.median(case.image[brain & (index >= high)]))
+
+
+def cortex_striatum_ratio(image: np.ndarray, cortex: np.ndarray, striatum: np.ndarray) -> float:
+    """Median signal of the ``cortex`` voxels / median of the ``striatum`` voxels (bool masks). Real brains are
+    measured with the same function from their structure labels (``benchmarks/real_cortex.py``)."""
+    if not cortex.any() or not striatum.any():
+        raise ValueError("no cortex or no striatum voxels; pass the masks that belong to the image")
+    return float(np.median(image[cortex]) / np.median(image[striatum]))
+
+
+def healthy_cortex_striatum(case) -> float:
+    """:func:`cortex_striatum_ratio` of a generated scan over its healthy brain: a sham's whole brain, a lesion
+    animal's hemisphere opposite its lesion (columns past the brain's middle column, array axis 0)."""
+    keep = case.brain_mask & ~case.label.astype(bool)
+    if case.label.any():
+        columns = np.flatnonzero(case.brain_mask.any((1, 2)))
+        middle = (columns.min() + columns.max()) / 2
+        lesion_right = np.argwhere(case.label)[:, 0].mean() > middle
+        index = np.arange(case.image.shape[0])[:, None, None]
+        keep &= (index < middle) if lesion_right else (index > middle)
+    return cortex_striatum_ratio(case.image, case.neocortex_mask & keep, case.striatum_mask & keep)
 
 
 def _midline_frame(brain: np.ndarray, column_mm: float, levels) -> tuple[np.ndarray, list[int]]:
@@ -298,7 +328,8 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
                    ventricle_mm3=case.ventricle_mask.sum() * voxel,
                    lesion_mm3=case.lesion_volume_mm3, snr_measured=snr(case), dv_ratio=dorsal_ventral(case),
                    midline=dorsal_midline(case.image, case.brain_mask & ~case.label.astype(bool), in_plane),
-                   groove_mm=midline_groove_mm(case.brain_mask, in_plane))
+                   groove_mm=midline_groove_mm(case.brain_mask, in_plane),
+                   cortex_striatum=healthy_cortex_striatum(case))
         if case.group == "sham":
             row["scalp_width_demo_mm"] = _head_figures(case)["scalp_width_mm"]
         brain = case.image[case.brain_mask & ~case.label.astype(bool)].astype(float)
@@ -386,15 +417,7 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
                              f"the brain is {_summary([r['brain_length_mm'] for r in rows])} mm long, front to back; "
                              f"{cut} of {len(rows)} brains reach past the slab's ends |")
     for domain, rows in by_domain.items():
-        coils = [("volume coil", [r for r in rows if r["coil_radius_mm"] >= 30], "dv_ratio"),
-                 ("surface loop", [r for r in rows if r["coil_radius_mm"] < 30], "dv_ratio_surface")]
-        for coil, chosen, key in coils:
-            if not chosen:
-                continue
-            ref, source = REFERENCE[(key, domain)]
-            values = [r["dv_ratio"] for r in chosen]
-            lines.append(f"| dorsal/ventral brain signal, {coil} | {domain} | {_summary(values)} | {_ref(ref)} | "
-                         f"{_inside(values, ref)} | {source} |")
+        lines += _coil_rows(domain, rows)
     for domain, rows in by_domain.items():
         lesions = [r for r in rows if r["group"] == "MCAo"]
         for territory in ("striatum", "striatum+cortex", "whole MCA"):
@@ -429,6 +452,23 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
 SUBSTRAIN_REFERENCE = ((0.45, 0.65), "J-lineage / N-lineage C57BL/6 mean infarct 'nearly two-fold smaller' (Zhao, "
                        "Mulligan and Nowak, J Cereb Blood Flow Metab 2019, permanent distal MCAo; abstract read), "
                        "carried to the filament model as an assumption; the lesions' territories differ by draw")
+
+
+def _coil_rows(domain: str, rows: list[dict]) -> list[str]:
+    """Figures a surface loop's falling sensitivity moves (dorsal brighter): judged on volume-coil cohorts only."""
+    lines = []
+    for key, name in (("dv_ratio", "dorsal/ventral brain signal"),
+                      ("cortex_striatum", "neocortex / striatum signal, healthy brain (shams; the lesion's "
+                                          "contralateral hemisphere)")):
+        for coil, chosen in (("volume coil", [r for r in rows if r["coil_radius_mm"] >= 30]),
+                             ("surface loop", [r for r in rows if r["coil_radius_mm"] < 30])):
+            if not chosen:
+                continue
+            ref, source = REFERENCE[(key if coil == "volume coil" else f"{key}_surface", domain)]
+            values = [r[key] for r in chosen]
+            lines.append(f"| {name}, {coil} | {domain} | {_summary(values)} | {_ref(ref)} | {_inside(values, ref)} "
+                         f"| {source} |")
+    return lines
 
 
 def _substrain_and_blood_rows(domain: str, lesions: list[dict]) -> list[str]:

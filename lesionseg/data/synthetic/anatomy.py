@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -209,10 +209,18 @@ def _paint_hindbrain(canvas: Canvas, box, t, parts, co: Contrast, semi, texture:
     canvas.paint(parts["brainstem"][box], 0.85, box)
 
 
+class BrainRegions(NamedTuple):
+    """Signed distances (negative inside) of the regions :func:`paint_brain` drew, in its box."""
+
+    csf: np.ndarray  # ventricles and interhemispheric fissure: bounds the lesion
+    ventricles: np.ndarray
+    neocortex: np.ndarray  # the layered cortical band above the rhinal level, without the fissure and hindbrain
+    striatum: np.ndarray  # the deep grey matter in front of the thalamus, at full contrast, ventricles excluded
+
+
 def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.ndarray, speckle: np.ndarray,
-                ventricle_volume: tuple[float, float] = (1.0, 1.0)):
-    """Cortex, white-matter band, striatum, thalamus, hippocampus, hindbrain and CSF spaces; returns the CSF sd
-    (ventricles and fissure) and the ventricles' sd."""
+                ventricle_volume: tuple[float, float] = (1.0, 1.0)) -> BrainRegions:
+    """Cortex, white-matter band, striatum, thalamus, hippocampus, hindbrain and CSF spaces."""
     x, y, z = t
     an, co = spec.anatomy, spec.contrast
     ax, ay, az = an.brain_semi_axes_mm
@@ -231,7 +239,8 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     fibres = 1 + (co.white_matter / co.deep_grey - 1) * np.clip(speckle - 0.8, 0, 1)
     deep = np.where(y < -0.2 * ay, np.float32(co.thalamus), co.deep_grey * fibres)
     deep = 1 + (deep - 1) * np.clip((z / az + 0.65) / 0.3, 0, 1)  # fades into the ventral grey matter
-    canvas.paint(np.maximum(inner - depth, extent), deep, box)
+    deep_sd = np.maximum(inner - depth, extent)
+    canvas.paint(deep_sd, deep, box)
     hippocampus = np.maximum(np.maximum(depth - inner - 0.22 * az, y + 0.25 * ay), 0.05 * az - z)
     hippocampus = np.maximum(np.maximum(hippocampus, inner - depth), np.abs(x) - 0.7 * ax)
     canvas.paint(np.maximum(hippocampus, extent), 1.03, box)
@@ -243,7 +252,12 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     # docs/synthetic.md). It bounds the lesion (the returned CSF sd) but is not painted as CSF.
     canvas.paint(ventricles, co.csf, box)
     _paint_vessels(canvas, box, t, an, co)
-    return np.minimum(ventricles, np.maximum(fissure, -depth)), ventricles
+    csf = np.minimum(ventricles, np.maximum(fissure, -depth))
+    # Measuring regions only (benchmarks/world.py), comparable with atlas labels of neocortex and caudate putamen.
+    hindbrain = np.minimum.reduce([parts[name][box] for name in ("bulbs", "cerebellum", "brainstem")])
+    neocortex = np.maximum.reduce([-depth, depth - cortex, -csf, -hindbrain, -0.35 * az - z])
+    striatum = np.maximum.reduce([deep_sd, -ventricles, -0.2 * ay - y, -0.35 * az - z])
+    return BrainRegions(csf, ventricles, neocortex, striatum)
 
 
 # Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the

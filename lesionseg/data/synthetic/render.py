@@ -35,6 +35,9 @@ class SyntheticCase:
     lesion_volume_mm3: float
     brain_mask: np.ndarray  # bool, the whole brain (cerebrum, olfactory bulbs, cerebellum, brainstem)
     ventricle_mask: np.ndarray | None = None  # bool, lateral and third ventricles and the aqueduct
+    # bool, for measuring only (benchmarks/world.py): neocortex and striatum as atlas labels would hold them
+    neocortex_mask: np.ndarray | None = None
+    striatum_mask: np.ndarray | None = None
     info: dict = field(default_factory=dict)  # the draws behind the scan: time point, territory, protocol ...
 
 
@@ -57,7 +60,8 @@ SUB_SLICES = (-0.25, 0.25)
 
 
 def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
-    """Noise-free signal and lesion, brain and ventricle indicators (float32, full grid) at one slice position."""
+    """Noise-free signal and lesion, brain, ventricle, neocortex and striatum indicators (float32, full grid) at one
+    slice position."""
     pose, drawn = animal.pose, animal.lesion
     scene = Scene(spec, pose, affine)
     parts = brain_parts(*scene.coords, scene.semi, spec.anatomy.sagittal_groove_mm)
@@ -72,14 +76,14 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
         shift_mm = spec.anatomy.midline_shift_mm * (drawn.scale / LESION_SCALE[1]) ** 2 * drawn.swelling
         x = midline_shift(x, y, scene.semi, drawn, shift_mm)
     speckle = pose.speckle(rel)
-    csf, ventricles = paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), speckle, pose.ventricles)
+    regions = paint_brain(canvas, box, (x, y, z), parts, spec, pose.texture(rel), speckle, pose.ventricles)
     if lesion and animal.subarachnoid_blood is not None:  # in the cisterns: the unshifted frame
         blood = subarachnoid_blood_sd(*scene.at(box), animal.subarachnoid_blood, drawn.side, parts["union"][box],
                                       scene.semi, basal_shell_mm(spec.anatomy))
         canvas.paint(blood, SUBARACHNOID_BLOOD_SIGNAL, box)
-    signal, label, brain, ventricle = (np.zeros(scene.shape, np.float32) for _ in range(4))
+    signal, label, brain, ventricle, neocortex, striatum = (np.zeros(scene.shape, np.float32) for _ in range(6))
     if lesion:
-        sd = lesion_sd((x, y, z), rel, drawn, parts["cerebrum"][box], csf, scene.semi)
+        sd = lesion_sd((x, y, z), rel, drawn, parts["cerebrum"][box], regions.csf, scene.semi)
         canvas.paint(sd, lesion_signal(sd, drawn, spec, rel, speckle), box)
         spots = petechiae_sd(x, y, z, animal.petechiae, scaled(drawn.center, scene.semi),
                              scaled(drawn.semi, scene.semi), drawn.side)
@@ -88,8 +92,10 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
         label[scene.window][box] = rater_label(sd, animal.rater_mm)
     signal[scene.window] = canvas.image
     brain[scene.window] = parts["union"] < 0
-    ventricle[scene.window][box] = ventricles < 0
-    return signal, label, brain, ventricle
+    for indicator, sd in ((ventricle, regions.ventricles), (neocortex, regions.neocortex),
+                          (striatum, regions.striatum)):
+        indicator[scene.window][box] = sd < 0
+    return signal, label, brain, ventricle, neocortex, striatum
 
 
 def draw_animal(rng: np.random.Generator, spec: DomainSpec) -> _Animal:
@@ -110,13 +116,13 @@ def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, le
     """
     animal = draw_animal(rng, spec)
     affine = acquisition_affine(spec, animal.pose.origin)
-    totals = [np.zeros((spec.matrix, spec.matrix, spec.n_slices), np.float32) for _ in range(4)]
+    totals = [np.zeros((spec.matrix, spec.matrix, spec.n_slices), np.float32) for _ in range(6)]
     for offset in SUB_SLICES:
         shifted = affine.copy()
         shifted[:3, 3] += offset * affine[:3, 2]
         for total, part in zip(totals, render(spec, animal, lesion, shifted)):
             total += part / len(SUB_SLICES)
-    signal, label, brain, ventricle = totals
+    signal, label, brain, ventricle, neocortex, striatum = totals
     signal = ndimage.gaussian_filter(signal, PSF_SIGMA_PIXELS, truncate=3.0)
     image = rician(signal * coil_and_bias(affine, signal.shape, spec, animal.pose), spec.noise_sigma, rng)
     brain_mask = brain >= 0.5
@@ -125,7 +131,8 @@ def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, le
         case_id=case_id, group="MCAo" if lesion else "sham",
         image=np.clip(np.rint(image * spec.signal_scale), 0, np.iinfo(np.int16).max).astype(np.int16),
         label=label, affine=affine, lesion_volume_mm3=float(label.sum()) * float(np.prod(spec.spacing)),
-        brain_mask=brain_mask, ventricle_mask=ventricle >= 0.5, info=_info(spec, animal, lesion),
+        brain_mask=brain_mask, ventricle_mask=ventricle >= 0.5, neocortex_mask=neocortex >= 0.5,
+        striatum_mask=striatum >= 0.5, info=_info(spec, animal, lesion),
     )
 
 
