@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -405,3 +406,47 @@ def test_the_mouse_scalp_over_the_vault_is_as_thin_as_real_ones():
     world = _world_benchmark()
     for case in _cases("mouse", range(2), matrix=170, lesion=False):  # 25.5 mm field of view: 0.150 mm rows
         assert 0.15 <= world._head_figures(case)["scalp_width_mm"] <= 0.60
+
+
+@pytest.mark.parametrize("domain", ["rat", "mouse"])
+def test_neocortex_and_striatum_masks_are_the_drawn_regions(domain):
+    """The regions the generator exposes for measuring: non-empty, inside the brain, the striatum below the neocortex
+    (rows run down, array axis 1), sharing only voxels that straddle their border (half a voxel in each: the masks
+    are the regions' partial volume >= 0.5, as the brain mask is)."""
+    for case in _cases(domain, range(2), matrix=64, lesion=False):
+        cortex, striatum = case.neocortex_mask, case.striatum_mask
+        assert cortex.any() and striatum.any()
+        assert (cortex & striatum).sum() < 0.03 * striatum.sum()
+        assert not ((cortex | striatum) & ~case.brain_mask).any()
+        assert np.argwhere(striatum)[:, 1].mean() > np.argwhere(cortex)[:, 1].mean()
+
+
+@pytest.mark.parametrize("domain", ["rat", "mouse"])
+def test_cortex_is_as_bright_as_the_striatum_as_in_real_brains(domain):
+    """Real in vivo T2w: neocortex / striatum medians 0.977-1.000 (8 FVB/NCrl mice) and 1.004 (the SIGMA rat
+    template; benchmarks/real_cortex.py). Generated healthy brains on a volume coil, measured as world.py does (the
+    striatum drawn 2 ms shorter in T2 than cortex read 1.06-1.13 in the rat, 1.02-1.06 in the mouse)."""
+    world = _world_benchmark()
+    spec = replace(domain_spec(domain, matrix=DEMO[domain][0], n_slices=DEMO[domain][1]), coil_radius_mm=60.0)
+    for s in range(2):
+        case = synthesize_case(spec, f"{domain}_{s}", np.random.default_rng([s, 7]), lesion=False)
+        assert 0.95 <= world.healthy_cortex_striatum(case) <= 1.04
+
+
+def test_the_healthy_ratio_reads_the_hemisphere_opposite_the_lesion():
+    """A lesion animal's cortex / striatum is read on the other hemisphere: brightening the lesion's side (beyond
+    its label) leaves it as it was."""
+    world = _world_benchmark()
+    shape = (10, 4, 4)
+    brain = np.ones(shape, bool)
+    cortex, striatum = np.zeros(shape, bool), np.zeros(shape, bool)
+    cortex[:, 0], striatum[:, 3] = True, True
+    image = np.where(cortex, 110.0, 100.0)
+    label = np.zeros(shape, np.uint8)
+    label[8, 1, 1] = 1  # the lesion in the high columns
+    case = SimpleNamespace(image=image, label=label, brain_mask=brain, neocortex_mask=cortex, striatum_mask=striatum)
+    assert world.healthy_cortex_striatum(case) == pytest.approx(1.1)
+    image[5:, 0] = 500.0  # the lesion's side (columns past the middle, 4.5)
+    assert world.healthy_cortex_striatum(case) == pytest.approx(1.1)
+    label[:] = 0  # a sham: its whole brain counts
+    assert world.healthy_cortex_striatum(case) > 1.1
