@@ -450,3 +450,13 @@ def test_the_healthy_ratio_reads_the_hemisphere_opposite_the_lesion():
     assert world.healthy_cortex_striatum(case) == pytest.approx(1.1)
     label[:] = 0  # a sham: its whole brain counts
     assert world.healthy_cortex_striatum(case) > 1.1
+
+
+def test_the_striatum_calibration_sweeps_t2_and_puts_the_generator_back():
+    """benchmarks/calibrate_striatum.py: a shorter striatal T2 leaves the cortex brighter against it, and the
+    relaxation table and the domain's contrast are the generator's own again after each step."""
+    calibrate = load_benchmark("calibrate_striatum")
+    kept = (RELAXATION["rat"]["striatum"], DOMAINS["rat"])
+    short, long = (np.median(calibrate.volume_coil_ratios("rat", t2, n_cases=2, seed=0)) for t2 in (39.0, 45.0))
+    assert short > long + 0.05
+    assert (RELAXATION["rat"]["striatum"], DOMAINS["rat"]) == kept
