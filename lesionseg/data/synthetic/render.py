@@ -92,9 +92,9 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
         label[scene.window][box] = rater_label(sd, animal.rater_mm)
     signal[scene.window] = canvas.image
     brain[scene.window] = parts["union"] < 0
-    for indicator, sd in ((ventricle, regions.ventricles), (neocortex, regions.neocortex),
-                          (striatum, regions.striatum)):
-        indicator[scene.window][box] = sd < 0
+    for indicator, region in ((ventricle, regions.ventricles), (neocortex, regions.neocortex),
+                              (striatum, regions.striatum)):
+        indicator[scene.window][box] = region < 0
     return signal, label, brain, ventricle, neocortex, striatum
 
 
