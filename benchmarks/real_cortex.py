@@ -37,6 +37,11 @@ def cortex_over_striatum(image: np.ndarray, labels: np.ndarray, cortex_ids: Sequ
     return cortex_striatum_ratio(image, cortex, striatum)
 
 
+def volume_share(labels: np.ndarray, ids: Sequence[int]) -> float:
+    """Volume of the structures ``ids`` as a percentage of all labelled structures (label > 0)."""
+    return 100 * float(np.isin(labels, ids).sum() / (labels > 0).sum())
+
+
 def sigma_labels(labels_txt: Path) -> tuple[list[int], list[int]]:
     """SIGMA atlas label ids of the dorsal neocortex (motor and somatosensory areas) and of the striatum."""
     names = dict(re.findall(r'^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+\S+\s+\d+\s+\d+\s+"(.*)"', labels_txt.read_text(), re.M))
@@ -54,6 +59,15 @@ def sigma_cortex_over_striatum(template: Path, atlas: Path, labels_txt: Path) ->
     return cortex_over_striatum(image, labels, cortex, striatum)
 
 
+def sigma_striatum_share(template: Path, atlas: Path, labels_txt: Path) -> str:
+    """The SIGMA striatum's volume as a percentage of the template's brain (non-zero) and of its labelled voxels."""
+    image = np.asarray(nib.load(template).dataobj, dtype=float)
+    labels = np.asarray(nib.load(atlas).dataobj).astype(int)
+    striatum_ids = sigma_labels(labels_txt)[1]
+    return (f"{100 * np.isin(labels, striatum_ids).sum() / (image > 0).sum():.2f} % of the brain, "
+            f"{volume_share(labels, striatum_ids):.2f} % of the labelled structures")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mice", type=Path, required=True, help="folder with template/ and label/ of the same names")
@@ -62,15 +76,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.sigma:
         print(f"SIGMA rat template: cortex / striatum {sigma_cortex_over_striatum(*args.sigma):.3f}")
-    ratios = []
+        print(f"SIGMA rat template: striatum {sigma_striatum_share(*args.sigma)}")
+    ratios, shares = [], []
     for image_path in sorted((args.mice / "template").glob("*.nii*")):
         image = np.asarray(nib.load(image_path).dataobj, dtype=float)
         labels = np.asarray(nib.load(args.mice / "label" / image_path.name).dataobj).astype(int)
         ratios.append(cortex_over_striatum(image, labels))
-        print(f"{image_path.name}: cortex / striatum {ratios[-1]:.3f}")
+        shares.append((volume_share(labels, CAUDATE_PUTAMEN), volume_share(labels, NEOCORTEX)))
+        print(f"{image_path.name}: cortex / striatum {ratios[-1]:.3f}; caudate putamen {shares[-1][0]:.2f} %, "
+              f"neocortex {shares[-1][1]:.1f} % of the labelled structures")
     if not ratios:
         raise SystemExit(f"{args.mice / 'template'}: no NIfTI images; fetch dama-lab/mouse-brain-atlas FVB_NCrl/in_vivo")
     print(f"{len(ratios)} mice: median {np.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}")
+    (low_s, low_n), (high_s, high_n) = np.min(shares, axis=0), np.max(shares, axis=0)
+    print(f"{len(ratios)} mice: caudate putamen {low_s:.2f}-{high_s:.2f} %, neocortex {low_n:.1f}-{high_n:.1f} % "
+          "of the labelled structures")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,15 @@ REFERENCE = {
                                                  "motor + somatosensory cortex / striatum, measured here with "
                                                  "cortex_striatum_ratio: 1.004 (an average of many rats); below it, "
                                                  "the mice's range"),
+    ("striatum_share", "mouse"): ((4.29, 5.46), "caudate putamen / labelled structures, FVB/NCrl in vivo "
+                                                "(dama-lab/mouse-brain-atlas), 8 mice, measured here "
+                                                "(benchmarks/real_cortex.py): 26.6-35.6 mm3"),
+    ("striatum_share", "rat"): ((3.95, 4.40), "striatum / brain, SIGMA in vivo rat template and atlas, measured here "
+                                              "(benchmarks/real_cortex.py): 3.95 % of its brain, 4.40 % of its "
+                                              "labelled structures (one averaged brain)"),
+    ("neocortex_share", "mouse"): ((27.2, 28.4), "neocortex / labelled structures, FVB/NCrl in vivo (dama-lab), 8 "
+                                                 "mice, measured here: 168-189 mm3"),
+    ("neocortex_share", "rat"): (None, "SIGMA's atlas splits the neocortex into many areas; not summed"),
     **{(key, d): (None, "surface loop: sensitivity falls with depth (not judged)")
        for key in ("cortex_striatum_surface",) for d in SIZES},
 }
@@ -351,6 +360,8 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
             raise RuntimeError(f"{case.case_id}: the brain reaches past {WHOLE_BRAIN_SLICES[domain]} slices; "
                                "raise WHOLE_BRAIN_SLICES")
         row["brain_mm3"] = case.brain_mask.sum() * _voxel_mm3(case)
+        row["striatum_share"] = 100 * float(case.striatum_mask.sum() / case.brain_mask.sum())
+        row["neocortex_share"] = 100 * float(case.neocortex_mask.sum() / case.brain_mask.sum())
         row["brain_length_mm"] = float(per_slice.sum()) * float(nib.affines.voxel_sizes(case.affine)[2])
     fine = generate_cases(domain, n_cases, seed, matrix=round(matrix * HEAD_MATRIX_SCALE), n_slices=n_slices)
     for row, (case, _) in zip(rows, fine):  # the same animals at about the real heads' 0.15 mm rows
@@ -393,7 +404,9 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
     lines = ["| quantity | species | generated: median [min-max] (n) | reference | median inside? | source |",
              "|---|---|---|---|---|---|"]
     names = {"brain_mm3": "whole brain volume (mm3; same animals on a slab holding the whole brain)",
-             "ventricle_mm3": "ventricle volume (mm3)", "snr_measured": "SNR",
+             "ventricle_mm3": "ventricle volume (mm3)",
+             "striatum_share": "striatum volume (% of the whole brain; its generated region, same animals)",
+             "neocortex_share": "neocortex volume (% of the whole brain; same animals)", "snr_measured": "SNR",
              "midline": "dorsal midline / lateral cortex signal, 0.45-1.05 mm deep (no bright fissure: about 1)",
              "groove_mm": "groove along the dorsal midline, depth (mm; at the demo's 0.2-0.25 mm rows)",
              "scalp_peak": "skin and scalp over the vault, peak / cortex beneath (shams)",

@@ -34,3 +34,11 @@ def test_sigma_labels_pick_motor_and_somatosensory_cortex_and_the_striatum(tmp_p
     (tmp_path / "labels.txt").write_text(text)
     cortex, striatum = real_cortex.sigma_labels(tmp_path / "labels.txt")
     assert sorted(cortex) == [511, 581] and sorted(striatum) == [731, 732]
+
+
+def test_volume_share_is_a_percentage_of_the_labelled_structures():
+    labels = np.zeros((10, 10, 1), int)
+    labels[:5] = 14  # 50 voxels of neocortex
+    labels[5:7] = 3  # 20 of caudate putamen; 30 unlabelled voxels count for nothing
+    assert real_cortex.volume_share(labels, (3, 23)) == pytest.approx(100 * 20 / 70)
+    assert real_cortex.volume_share(labels, (14, 34)) == pytest.approx(100 * 50 / 70)
