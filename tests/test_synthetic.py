@@ -460,3 +460,17 @@ def test_the_striatum_calibration_sweeps_t2_and_puts_the_generator_back():
     short, long = (np.median(calibrate.volume_coil_ratios("rat", t2, n_cases=2, seed=0)) for t2 in (39.0, 45.0))
     assert short > long + 0.05
     assert (RELAXATION["rat"]["striatum"], DOMAINS["rat"]) == kept
+
+
+def test_coil_dependent_rows_are_judged_on_volume_coils_only():
+    """world.py judges the dorsal/ventral and neocortex/striatum rows on volume-coil brains; a surface loop's rows are
+    reported with no reference."""
+    world = _world_benchmark()
+    rows = [dict(coil_radius_mm=60.0, dv_ratio=1.05, cortex_striatum=0.99),
+            dict(coil_radius_mm=12.0, dv_ratio=1.30, cortex_striatum=1.08)]
+    lines = world._coil_rows("mouse", rows)
+    volume = [line for line in lines if "volume coil" in line]
+    surface = [line for line in lines if "surface loop" in line]
+    assert len(volume) == len(surface) == 2
+    assert all(" in |" in line for line in volume)  # 1.05 within 1.01-1.10; 0.99 within 0.977-1.000
+    assert all("| n/a | n/a |" in line for line in surface)  # no reference, no verdict
