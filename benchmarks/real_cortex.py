@@ -50,22 +50,16 @@ def sigma_labels(labels_txt: Path) -> tuple[list[int], list[int]]:
     return cortex, striatum
 
 
-def sigma_cortex_over_striatum(template: Path, atlas: Path, labels_txt: Path) -> float:
-    """The SIGMA template's median dorsal-neocortex signal / median striatum signal (inside its brain)."""
+def sigma_figures(template: Path, atlas: Path, labels_txt: Path) -> str:
+    """The SIGMA template's median dorsal-neocortex signal / median striatum signal, and the striatum's volume as a
+    percentage of the brain (the template is skull-stripped: its non-zero voxels) and of the labelled structures."""
     image = np.asarray(nib.load(template).dataobj, dtype=float)
     labels = np.asarray(nib.load(atlas).dataobj).astype(int)
     cortex, striatum = sigma_labels(labels_txt)
-    labels = np.where(image > 0, labels, 0)  # the template is skull-stripped: its brain is its non-zero voxels
-    return cortex_over_striatum(image, labels, cortex, striatum)
-
-
-def sigma_striatum_share(template: Path, atlas: Path, labels_txt: Path) -> str:
-    """The SIGMA striatum's volume as a percentage of the template's brain (non-zero) and of its labelled voxels."""
-    image = np.asarray(nib.load(template).dataobj, dtype=float)
-    labels = np.asarray(nib.load(atlas).dataobj).astype(int)
-    striatum_ids = sigma_labels(labels_txt)[1]
-    return (f"{100 * np.isin(labels, striatum_ids).sum() / (image > 0).sum():.2f} % of the brain, "
-            f"{volume_share(labels, striatum_ids):.2f} % of the labelled structures")
+    signal = cortex_over_striatum(image, np.where(image > 0, labels, 0), cortex, striatum)
+    in_brain = 100 * np.isin(labels, striatum).sum() / (image > 0).sum()
+    return (f"cortex / striatum {signal:.3f}; striatum {in_brain:.2f} % of the brain, "
+            f"{volume_share(labels, striatum):.2f} % of the labelled structures")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the SIGMA in vivo rat template, its anatomical atlas and the atlas's label file")
     args = parser.parse_args(argv)
     if args.sigma:
-        print(f"SIGMA rat template: cortex / striatum {sigma_cortex_over_striatum(*args.sigma):.3f}")
-        print(f"SIGMA rat template: striatum {sigma_striatum_share(*args.sigma)}")
+        print(f"SIGMA rat template: {sigma_figures(*args.sigma)}")
     ratios, shares = [], []
     for image_path in sorted((args.mice / "template").glob("*.nii*")):
         image = np.asarray(nib.load(image_path).dataobj, dtype=float)

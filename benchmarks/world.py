@@ -95,8 +95,8 @@ REFERENCE = {
     ("neocortex_share", "mouse"): ((27.2, 28.4), "neocortex / labelled structures, FVB/NCrl in vivo (dama-lab), 8 "
                                                  "mice, measured here: 168-189 mm3"),
     ("neocortex_share", "rat"): (None, "SIGMA's atlas splits the neocortex into many areas; not summed"),
-    **{(key, d): (None, "surface loop: sensitivity falls with depth (not judged)")
-       for key in ("cortex_striatum_surface",) for d in SIZES},
+    **{("cortex_striatum_surface", d): (None, "surface loop: sensitivity falls with depth (not judged)")
+       for d in SIZES},
 }
 LESION_REFERENCE = {  # lesion volume (mm3) at 24 h by territory class; rounded readings, docs/synthetic.md
     ("mouse", "striatum"): ((5, 30), "30 min tMCAo, C57BL/6 (reviews; approximate)"),
@@ -163,11 +163,9 @@ def healthy_cortex_striatum(case) -> float:
     animal's hemisphere opposite its lesion (columns past the brain's middle column, array axis 0)."""
     keep = case.brain_mask & ~case.label.astype(bool)
     if case.label.any():
-        columns = np.flatnonzero(case.brain_mask.any((1, 2)))
-        middle = (columns.min() + columns.max()) / 2
-        lesion_right = np.argwhere(case.label)[:, 0].mean() > middle
-        index = np.arange(case.image.shape[0])[:, None, None]
-        keep &= (index < middle) if lesion_right else (index > middle)
+        offset = _midline_frame(case.brain_mask, 1.0, ())[0]  # each column's offset from the middle, in columns
+        lesion_high = offset[np.argwhere(case.label)[:, 0]].mean() > 0
+        keep &= ((offset < 0) if lesion_high else (offset > 0))[:, None, None]
     return cortex_striatum_ratio(case.image, case.neocortex_mask & keep, case.striatum_mask & keep)
 
 
