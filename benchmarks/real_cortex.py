@@ -5,7 +5,8 @@ dama-lab/mouse-brain-atlas, ``FVB_NCrl/in_vivo/template/N.nii.gz`` with ``label/
 its ``docs/structure_label_list.csv``: neocortex 14, caudate putamen 3, left hemisphere +20), and the SIGMA in vivo
 rat template with its anatomical atlas (aswendtlab/AIDAmri, ``rat`` branch, ``lib/sigma/``: the template, the atlas
 and its ITK-SNAP label file; dorsal neocortex = the motor and somatosensory areas). Prints the median cortex signal
-over the median striatum signal; docs/synthetic.md records the figures.
+over the median striatum signal, and the striatum's (and the mice's neocortex's) share of the labelled structures;
+docs/synthetic.md records the figures.
 
     python benchmarks/real_cortex.py --mice DIR_WITH_template_AND_label [--sigma TEMPLATE ATLAS LABELS_TXT]
 """
