@@ -215,7 +215,22 @@ class BrainRegions(NamedTuple):
     csf: np.ndarray  # ventricles and interhemispheric fissure: bounds the lesion
     ventricles: np.ndarray
     neocortex: np.ndarray  # the layered cortical band above the rhinal level, without the fissure and hindbrain
-    striatum: np.ndarray  # the deep grey matter in front of the thalamus, at full contrast, ventricles excluded
+    striatum: np.ndarray  # the caudate putamen: its ellipsoid's part of the deep grey, ventricles excluded
+
+
+# The caudate putamen in each hemisphere, placed on 8 in vivo FVB/NCrl mice's labels (dama-lab/mouse-brain-atlas;
+# 5th-95th percentiles of its voxels in forebrain half-extents, converted to brain semi-axes): centre (|x|, y, z)
+# and semi-axes in brain semi-axes. The rest of the deep grey in front of the thalamus (septum, basal forebrain,
+# pallidum) reads BASAL_FOREBRAIN of the caudate putamen's signal there (median of the 8 mice; docs/synthetic.md).
+CAUDATE_PUTAMEN = ((0.45, 0.27, -0.13), (0.32, 0.42, 0.53))
+BASAL_FOREBRAIN = 0.964
+
+
+def caudate_putamen_sd(x, y, z, semi) -> np.ndarray:
+    """Signed distance (mm, negative inside) of the two caudate putamen ellipsoids, before the white matter and the
+    ventricles cut them."""
+    (cx, cy, cz), half = CAUDATE_PUTAMEN
+    return ellipsoid_sd(np.abs(x) - cx * semi[0], y - cy * semi[1], z - cz * semi[2], scaled(half, semi))
 
 
 def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.ndarray, speckle: np.ndarray,
@@ -237,7 +252,9 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     extent = np.maximum(-(y + 0.85 * ay), y - 0.8 * ay)  # white matter and deep grey, front to back
     # Striatum: grey matter crossed by the dark fibre bundles of the internal capsule; thalamus more myelinated.
     fibres = 1 + (co.white_matter / co.deep_grey - 1) * np.clip(speckle - 0.8, 0, 1)
-    deep = np.where(y < -0.2 * ay, np.float32(co.thalamus), co.deep_grey * fibres)
+    caudate_putamen = caudate_putamen_sd(x, y, z, an.brain_semi_axes_mm)
+    grey = np.where(caudate_putamen < 0, co.deep_grey * fibres, np.float32(BASAL_FOREBRAIN * co.deep_grey))
+    deep = np.where(y < -0.2 * ay, np.float32(co.thalamus), grey)
     deep = 1 + (deep - 1) * np.clip((z / az + 0.65) / 0.3, 0, 1)  # fades into the ventral grey matter
     deep_sd = np.maximum(inner - depth, extent)
     canvas.paint(deep_sd, deep, box)
@@ -256,7 +273,7 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     # Measuring regions only (benchmarks/world.py), comparable with atlas labels of neocortex and caudate putamen.
     hindbrain = np.minimum.reduce([parts[name][box] for name in ("bulbs", "cerebellum", "brainstem")])
     neocortex = np.maximum.reduce([-depth, depth - cortex, -csf, -hindbrain, -0.35 * az - z])
-    striatum = np.maximum.reduce([deep_sd, -ventricles, -0.2 * ay - y, -0.35 * az - z])
+    striatum = np.maximum.reduce([deep_sd, -ventricles, -0.2 * ay - y, caudate_putamen])
     return BrainRegions(csf, ventricles, neocortex, striatum)
 
 

@@ -61,8 +61,9 @@ def t2w_contrast(tissues: dict[str, Relaxation], tr_s: float, te_ms: float) -> C
 # T2 about 45-50 ms). T1 grows and T2 shrinks with field. The thalamus holds more myelinated fibres than cortex: a
 # little shorter T2. The striatum's grey matter (between the internal capsule's bundles, drawn apart in the anatomy)
 # has the cortex's PD and T1 and a T2 calibrated on real in vivo T2w brains: real neocortex / striatum medians are
-# 0.977-1.000 (8 FVB/NCrl mice) and 1.004 (SIGMA rat template); striatum T2 = cortex T2 + 0.5 ms (bundles
-# included) gives the generated volume-coil brains 0.986 (mouse) and 1.008 (rat) (docs/synthetic.md). CSF and
+# 0.977-1.000 (8 FVB/NCrl mice) and 1.004 (SIGMA rat template); on the caudate putamen drawn at its real size,
+# striatum T2 = cortex T2 (mouse) and cortex T2 + 0.5 ms (rat; bundles included) give the generated volume-coil
+# brains 0.993 and 1.012 (benchmarks/results_striatum_calibration.md, docs/synthetic.md). CSF and
 # vitreous humour are nearly free water (T1 3.5-4 s; T2 well over 100 ms, shortened at high field by diffusion and
 # exchange). Ischaemic lesion at 24 h (vasogenic + cytotoxic oedema):
 # T2 up 40-120 % in the core (most at 1-3 days, when vasogenic oedema peaks), less in the rim, water content
@@ -85,7 +86,7 @@ RELAXATION = {
         "gland": Relaxation(0.85, 1.80, 45),
     },
     "mouse": {
-        "grey": Relaxation(0.80, 1.75, 46), "striatum": Relaxation(0.80, 1.75, 46.5),
+        "grey": Relaxation(0.80, 1.75, 46), "striatum": Relaxation(0.80, 1.75, 46),
         "thalamus": Relaxation(0.77, 1.60, 41), "white": Relaxation(0.70, 1.45, 37),
         "csf": Relaxation(1.00, 3.60, 220), "vitreous": Relaxation(1.00, 3.30, 220),
         "lesion_low": Relaxation(0.87, 2.10, 66), "lesion_high": Relaxation(0.89, 2.40, 100),
