@@ -92,6 +92,13 @@ REFERENCE = {
     ("striatum_share", "rat"): ((3.95, 4.40), "striatum / brain, SIGMA in vivo rat template and atlas, measured here "
                                               "(benchmarks/real_cortex.py): 3.95 % of its brain, 4.40 % of its "
                                               "labelled structures (one averaged brain)"),
+    ("striatum_forebrain", "mouse"): ((7.8, 9.35), "caudate putamen / forebrain and diencephalon labels, FVB/NCrl in "
+                                                  "vivo (dama-lab), 8 mice, measured here (benchmarks/real_cortex.py)"),
+    ("striatum_forebrain", "rat"): (None, "SIGMA's forebrain not summed (its atlas names about 150 areas)"),
+    ("forebrain_share", "mouse"): ((55.0, 58.5), "forebrain and diencephalon / labelled structures, FVB/NCrl in vivo "
+                                                 "(dama-lab), 8 mice, measured here; the images' extent caudally "
+                                                 "decides how much brainstem the labels hold"),
+    ("forebrain_share", "rat"): (None, "not measured"),
     ("neocortex_share", "mouse"): ((27.2, 28.4), "neocortex / labelled structures, FVB/NCrl in vivo (dama-lab), 8 "
                                                  "mice, measured here: 168-189 mm3"),
     ("neocortex_share", "rat"): (None, "SIGMA's atlas splits the neocortex into many areas; not summed"),
@@ -360,6 +367,8 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
         row["brain_mm3"] = case.brain_mask.sum() * _voxel_mm3(case)
         row["striatum_share"] = 100 * float(case.striatum_mask.sum() / case.brain_mask.sum())
         row["neocortex_share"] = 100 * float(case.neocortex_mask.sum() / case.brain_mask.sum())
+        row["striatum_forebrain"] = 100 * float(case.striatum_mask.sum() / case.forebrain_mask.sum())
+        row["forebrain_share"] = 100 * float(case.forebrain_mask.sum() / case.brain_mask.sum())
         row["brain_length_mm"] = float(per_slice.sum()) * float(nib.affines.voxel_sizes(case.affine)[2])
     fine = generate_cases(domain, n_cases, seed, matrix=round(matrix * HEAD_MATRIX_SCALE), n_slices=n_slices)
     for row, (case, _) in zip(rows, fine):  # the same animals at about the real heads' 0.15 mm rows
@@ -404,6 +413,8 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
     names = {"brain_mm3": "whole brain volume (mm3; same animals on a slab holding the whole brain)",
              "ventricle_mm3": "ventricle volume (mm3)",
              "striatum_share": "striatum volume (% of the whole brain; its generated region, same animals)",
+             "striatum_forebrain": "striatum volume (% of the forebrain and diencephalon; same animals)",
+             "forebrain_share": "forebrain and diencephalon volume (% of the whole brain; same animals)",
              "neocortex_share": "neocortex volume (% of the whole brain; same animals)", "snr_measured": "SNR",
              "midline": "dorsal midline / lateral cortex signal, 0.45-1.05 mm deep (no bright fissure: about 1)",
              "groove_mm": "groove along the dorsal midline, depth (mm; at the demo's 0.2-0.25 mm rows)",

@@ -216,6 +216,8 @@ class BrainRegions(NamedTuple):
     ventricles: np.ndarray
     neocortex: np.ndarray  # the layered cortical band above the rhinal level, without the fissure and hindbrain
     striatum: np.ndarray  # the caudate putamen: its ellipsoid's part of the deep grey, ventricles excluded
+    forebrain: np.ndarray  # the cerebrum without the olfactory bulbs and the hindbrain (atlases' forebrain and
+    # diencephalon): the caudate putamen's share is measured against it
 
 
 # The caudate putamen in each hemisphere, placed on 8 in vivo FVB/NCrl mice's labels (dama-lab/mouse-brain-atlas;
@@ -274,7 +276,8 @@ def paint_brain(canvas: Canvas, box, t, parts, spec: DomainSpec, texture: np.nda
     hindbrain = np.minimum.reduce([parts[name][box] for name in ("bulbs", "cerebellum", "brainstem")])
     neocortex = np.maximum.reduce([-depth, depth - cortex, -csf, -hindbrain, -0.35 * az - z])
     striatum = np.maximum.reduce([deep_sd, -ventricles, -0.2 * ay - y, caudate_putamen])
-    return BrainRegions(csf, ventricles, neocortex, striatum)
+    forebrain = np.maximum(parts["cerebrum"][box], -hindbrain)
+    return BrainRegions(csf, ventricles, neocortex, striatum, forebrain)
 
 
 # Vessels that run front to back and show as flow voids in a spin-echo train: the superior sagittal sinus on the

@@ -38,6 +38,7 @@ class SyntheticCase:
     # bool, for measuring only (benchmarks/world.py): neocortex and striatum as atlas labels would hold them
     neocortex_mask: np.ndarray | None = None
     striatum_mask: np.ndarray | None = None
+    forebrain_mask: np.ndarray | None = None  # cerebrum and diencephalon, without the bulbs and the hindbrain
     info: dict = field(default_factory=dict)  # the draws behind the scan: time point, territory, protocol ...
 
 
@@ -60,8 +61,8 @@ SUB_SLICES = (-0.25, 0.25)
 
 
 def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
-    """Noise-free signal and lesion, brain, ventricle, neocortex and striatum indicators (float32, full grid) at one
-    slice position."""
+    """Noise-free signal and lesion, brain, ventricle, neocortex, striatum and forebrain indicators (float32, full
+    grid) at one slice position."""
     pose, drawn = animal.pose, animal.lesion
     scene = Scene(spec, pose, affine)
     parts = brain_parts(*scene.coords, scene.semi, spec.anatomy.sagittal_groove_mm)
@@ -81,7 +82,8 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
         blood = subarachnoid_blood_sd(*scene.at(box), animal.subarachnoid_blood, drawn.side, parts["union"][box],
                                       scene.semi, basal_shell_mm(spec.anatomy))
         canvas.paint(blood, SUBARACHNOID_BLOOD_SIGNAL, box)
-    signal, label, brain, ventricle, neocortex, striatum = (np.zeros(scene.shape, np.float32) for _ in range(6))
+    signal, label, brain, ventricle, neocortex, striatum, forebrain = (np.zeros(scene.shape, np.float32)
+                                                                       for _ in range(7))
     if lesion:
         sd = lesion_sd((x, y, z), rel, drawn, parts["cerebrum"][box], regions.csf, scene.semi)
         canvas.paint(sd, lesion_signal(sd, drawn, spec, rel, speckle), box)
@@ -93,9 +95,9 @@ def render(spec: DomainSpec, animal: _Animal, lesion: bool, affine: np.ndarray):
     signal[scene.window] = canvas.image
     brain[scene.window] = parts["union"] < 0
     for indicator, region in ((ventricle, regions.ventricles), (neocortex, regions.neocortex),
-                              (striatum, regions.striatum)):
+                              (striatum, regions.striatum), (forebrain, regions.forebrain)):
         indicator[scene.window][box] = region < 0
-    return signal, label, brain, ventricle, neocortex, striatum
+    return signal, label, brain, ventricle, neocortex, striatum, forebrain
 
 
 def draw_animal(rng: np.random.Generator, spec: DomainSpec) -> _Animal:
@@ -116,13 +118,13 @@ def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, le
     """
     animal = draw_animal(rng, spec)
     affine = acquisition_affine(spec, animal.pose.origin)
-    totals = [np.zeros((spec.matrix, spec.matrix, spec.n_slices), np.float32) for _ in range(6)]
+    totals = [np.zeros((spec.matrix, spec.matrix, spec.n_slices), np.float32) for _ in range(7)]
     for offset in SUB_SLICES:
         shifted = affine.copy()
         shifted[:3, 3] += offset * affine[:3, 2]
         for total, part in zip(totals, render(spec, animal, lesion, shifted)):
             total += part / len(SUB_SLICES)
-    signal, label, brain, ventricle, neocortex, striatum = totals
+    signal, label, brain, ventricle, neocortex, striatum, forebrain = totals
     signal = ndimage.gaussian_filter(signal, PSF_SIGMA_PIXELS, truncate=3.0)
     image = rician(signal * coil_and_bias(affine, signal.shape, spec, animal.pose), spec.noise_sigma, rng)
     brain_mask = brain >= 0.5
@@ -132,7 +134,7 @@ def synthesize_case(spec: DomainSpec, case_id: str, rng: np.random.Generator, le
         image=np.clip(np.rint(image * spec.signal_scale), 0, np.iinfo(np.int16).max).astype(np.int16),
         label=label, affine=affine, lesion_volume_mm3=float(label.sum()) * float(np.prod(spec.spacing)),
         brain_mask=brain_mask, ventricle_mask=ventricle >= 0.5, neocortex_mask=neocortex >= 0.5,
-        striatum_mask=striatum >= 0.5, info=_info(spec, animal, lesion),
+        striatum_mask=striatum >= 0.5, forebrain_mask=forebrain >= 0.5, info=_info(spec, animal, lesion),
     )
 
 
