@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world import scalp_over_vault, temporal_muscle  # noqa: E402
+from world import lateral_skin, scalp_over_vault, temporal_muscle  # noqa: E402
 
 SHAPE = (112, 128, 80)  # the atlas's grid (i left-right, j back-front, k up), 0.15 mm
 CORONAL_AT = (0.15, 0.25, 0.34, 0.42, 0.50, 0.55, 0.62, 0.65, 0.70, 0.73, 0.78, 0.82)  # mas_quickcheck's -y cuts
@@ -110,9 +110,9 @@ def head(cut: np.ndarray, p2: float, p98: float) -> np.ndarray:
     return p2 + scaled * (p98 - p2)
 
 
-def mouse_figures(image_path: Path, mask_path: Path, png: Path) -> tuple[dict, float, float, float]:
-    """Scalp figures, temporal muscle / dorsal cortex, the air above the head / brain (ghosting shows here) and the
-    share of brain voxels the display window reproduces, for one mouse."""
+def mouse_figures(image_path: Path, mask_path: Path, png: Path) -> tuple[dict, float, float, float, dict]:
+    """Scalp figures, temporal muscle / dorsal cortex, the air above the head / brain (ghosting shows here), the
+    share of brain voxels the display window reproduces and the skin at the side of the head, for one mouse."""
     image = np.asarray(nib.load(image_path).dataobj, dtype=float)
     brain = np.asarray(nib.load(mask_path).dataobj) > 0
     cuts = coronal_cuts(png)
@@ -125,7 +125,8 @@ def mouse_figures(image_path: Path, mask_path: Path, png: Path) -> tuple[dict, f
     slices, spacing = list(range(len(chosen))), (0.15, 0.15)
     scalp = scalp_over_vault(mixed, mask, spacing, slices)
     air = float(np.nanmedian(mixed[:, :3, :]) / np.median(mixed[mask]))  # the top rows of the field
-    return scalp, temporal_muscle(mixed, mask, spacing, slices), air, agree
+    return (scalp, temporal_muscle(mixed, mask, spacing, slices), air, agree,
+            lateral_skin(mixed, mask, spacing, slices))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -139,17 +140,18 @@ def main(argv: list[str] | None = None) -> None:
     kept = []
     for png in pngs:
         name = png.stem + ".nii.gz"
-        scalp, muscle, air, agree = mouse_figures(args.atlas / "template_after_brain_extraction" / name,
+        scalp, muscle, air, agree, skin = mouse_figures(args.atlas / "template_after_brain_extraction" / name,
                                                   args.atlas / "mask" / name, png)
         note = "" if agree >= 0.99 and air <= 0.2 else "  (left out: " + (
             f"window reproduces {agree:.1%}" if agree < 0.99 else f"air {air:.2f} of the brain, ghosting") + ")"
         print(f"{png.stem}: scalp band in {scalp['found']:.0%} of columns, peak {scalp['peak']:.2f}, mean "
-              f"{scalp['mean']:.2f}, {scalp['width_mm']:.2f} mm at half peak; temporal muscle {muscle:.2f}; "
-              f"window {agree:.1%}{note}")
+              f"{scalp['mean']:.2f}, {scalp['width_mm']:.2f} mm at half peak; temporal muscle {muscle:.2f}; lateral skin "
+              f"{skin['peak']:.2f} ({skin['over_muscle']:.2f} x muscle); window {agree:.1%}{note}")
         if not note:
-            kept.append((scalp["peak"], scalp["mean"], scalp["width_mm"], muscle))
+            kept.append((scalp["peak"], scalp["mean"], scalp["width_mm"], muscle, skin["peak"], skin["over_muscle"]))
     for name, column in zip(("scalp peak / cortex", "scalp mean / cortex", "scalp width at half peak (mm)",
-                             "temporal muscle / dorsal cortex"), np.array(kept).T):
+                             "temporal muscle / dorsal cortex", "lateral skin peak / dorsal cortex",
+                             "lateral skin peak / temporal muscle"), np.array(kept).T):
         print(f"{name}: median {np.nanmedian(column):.2f}, {np.nanmin(column):.2f}-{np.nanmax(column):.2f} "
               f"(n = {len(kept)} mice)")
 

@@ -99,6 +99,11 @@ REFERENCE = {
                                                  "(dama-lab), 8 mice, measured here; the images' extent caudally "
                                                  "decides how much brainstem the labels hold"),
     ("forebrain_share", "rat"): (None, "not measured"),
+    ("lateral_skin", "mouse"): ((0.34, 0.56), "24 in vivo mouse heads (dama-lab rTg4510 quick-check pictures, 0.15 mm; "
+                                              "benchmarks/real_scalp.py): median 0.39"),
+    ("lateral_skin", "rat"): (None, "no real rat head here"),
+    ("lateral_skin_muscle", "mouse"): ((0.42, 0.87), "the same 24 mice: median 0.54"),
+    ("lateral_skin_muscle", "rat"): (None, "no real rat head here"),
     ("neocortex_share", "mouse"): ((27.2, 28.4), "neocortex / labelled structures, FVB/NCrl in vivo (dama-lab), 8 "
                                                  "mice, measured here: 168-189 mm3"),
     ("neocortex_share", "rat"): (None, "SIGMA's atlas splits the neocortex into many areas; not summed"),
@@ -305,13 +310,12 @@ def scalp_over_vault(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[flo
     return dict(found=len(bands) / max(columns, 1), peak=float(peak), mean=float(mean), width_mm=float(width))
 
 
-def temporal_muscle(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> float:
-    """Temporal muscle / dorsal cortex: in coronal ``slices``, rows 0.6-1.8 mm below the brain's top are walked out
-    sideways from the brain's edge past the bone; the band's median without its outer 0.3 mm (skin), over the median
-    cortex 0.3-0.9 mm deep of the columns 0.6-1.5 mm from the midline. Median over rows and sides."""
+def _lateral_bands(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices):
+    """The bands outside the skull at the side of the head, in fractions of the dorsal cortex: in coronal ``slices``,
+    rows 0.6-1.8 mm below the brain's top walked out sideways from the brain's edge past the bone, each band at least
+    0.75 mm wide (the dorsal cortex: the median 0.3-0.9 mm deep of the columns 0.6-1.5 mm from the midline)."""
     column_mm, row_mm = spacing_mm
     x = _midline_frame(brain, column_mm, ())[0]
-    skin, ratios = int(round(0.3 / column_mm)), []
     for k in slices:
         cortex = [c for c in (_cortex_below_top(image, brain, i, k, row_mm) for i in _vault_columns(x, brain, k))
                   if c is not None]
@@ -325,8 +329,25 @@ def temporal_muscle(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[floa
             for walk in (image[inside.max() - 1:, row, k], image[inside.min() + 1::-1, row, k]):  # from one inside
                 band = outer_band(walk / dorsal, column_mm)
                 if band is not None and len(band) * column_mm >= 0.75:
-                    ratios.append(float(np.median(band[:-skin])))
+                    yield band
+
+
+def temporal_muscle(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> float:
+    """Temporal muscle / dorsal cortex: the lateral bands (:func:`_lateral_bands`) without their outer 0.3 mm (skin);
+    median over rows and sides."""
+    skin = int(round(0.3 / spacing_mm[0]))
+    ratios = [float(np.median(band[:-skin])) for band in _lateral_bands(image, brain, spacing_mm, slices)]
     return float(np.median(ratios)) if ratios else float("nan")
+
+
+def lateral_skin(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> dict:
+    """Skin at the side of the head: the brightest voxel of each lateral band's outer 0.3 mm, over the dorsal cortex
+    (``peak``) and over the band's muscle, the rest of it (``over_muscle``); medians over rows and sides."""
+    skin = int(round(0.3 / spacing_mm[0]))
+    bands = [(band[-skin:].max(), band[-skin:].max() / np.median(band[:-skin]))
+             for band in _lateral_bands(image, brain, spacing_mm, slices)]
+    peak, over_muscle = np.median(bands, axis=0) if bands else (np.nan, np.nan)
+    return dict(peak=float(peak), over_muscle=float(over_muscle))
 
 
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
@@ -383,8 +404,10 @@ def _head_figures(case) -> dict:
     in_plane = tuple(float(v) for v in nib.affines.voxel_sizes(case.affine)[:2])
     slices = _midline_frame(case.brain_mask, in_plane[0], (0.4, 0.5, 0.6))[1]
     scalp = scalp_over_vault(case.image, case.brain_mask, in_plane, slices)
+    skin = lateral_skin(case.image, case.brain_mask, in_plane, slices)
     return dict(scalp_peak=scalp["peak"], scalp_mean=scalp["mean"], scalp_width_mm=scalp["width_mm"],
-                muscle=temporal_muscle(case.image, case.brain_mask, in_plane, slices), head_row_mm=in_plane[1])
+                muscle=temporal_muscle(case.image, case.brain_mask, in_plane, slices), head_row_mm=in_plane[1],
+                lateral_skin=skin["peak"], lateral_skin_muscle=skin["over_muscle"])
 
 
 def _summary(values) -> str:
@@ -423,6 +446,8 @@ def table(by_domain: dict[str, list[dict]]) -> list[str]:
              "scalp_width_mm": "skin and scalp over the vault, width at half peak (mm; shams)",
              "scalp_width_demo_mm": "the same width at the demo's rows (0.16-0.25 mm; not comparable, not judged)",
              "muscle": "temporal muscle / dorsal cortex (shams)",
+             "lateral_skin": "skin at the side of the head, peak / dorsal cortex (shams)",
+             "lateral_skin_muscle": "skin at the side of the head, peak / the temporal muscle under it (shams)",
              "head_row_mm": "rows the four head figures above were measured at (mm; shams drawn at 1.33 x the matrix)"}
     for key, name in names.items():
         for domain, rows in by_domain.items():
