@@ -391,11 +391,18 @@ def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
         row["striatum_forebrain"] = 100 * float(case.striatum_mask.sum() / case.forebrain_mask.sum())
         row["forebrain_share"] = 100 * float(case.forebrain_mask.sum() / case.brain_mask.sum())
         row["brain_length_mm"] = float(per_slice.sum()) * float(nib.affines.voxel_sizes(case.affine)[2])
-    fine = generate_cases(domain, n_cases, seed, matrix=round(matrix * HEAD_MATRIX_SCALE), n_slices=n_slices)
-    for row, (case, _) in zip(rows, fine):  # the same animals at about the real heads' 0.15 mm rows
-        if case.group == "sham":
-            row.update(_head_figures(case))
+    heads = {figures.pop("case_id"): figures for figures in sham_head_figures(domain, n_cases, seed)}
+    for row in rows:
+        row.update(heads.get(row["case_id"], {}))
     return rows, [keep.get("MCAo"), keep.get("sham")]
+
+
+def sham_head_figures(domain: str, n_cases: int, seed: int) -> list[dict]:
+    """:func:`_head_figures` of the cohort's shams (with their ``case_id``): the same animals drawn at about the real
+    heads' 0.15 mm rows."""
+    matrix, n_slices = SIZES[domain]
+    fine = generate_cases(domain, n_cases, seed, matrix=round(matrix * HEAD_MATRIX_SCALE), n_slices=n_slices)
+    return [dict(_head_figures(case), case_id=case.case_id) for case, _ in fine if case.group == "sham"]
 
 
 def _head_figures(case) -> dict:

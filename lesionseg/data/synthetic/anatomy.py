@@ -31,6 +31,10 @@ class Anatomy:
     # The groove along the dorsal midline that holds the superior sagittal sinus (half-width, depth), as measured on
     # real in vivo brain masks at 0.15 mm by benchmarks/real_midline.py (docs/synthetic.md).
     sagittal_groove_mm: tuple[float, float] = (0.0, 0.0)
+    # The skin (dark, collagen-rich dermis) as a fraction of scalp_mm: calibrated on the skin at the side of 24 real
+    # mouse heads by benchmarks/calibrate_skin.py (docs/synthetic.md, "The skin at the side of the head"): 1.0, the
+    # thickest step of the declared sweep (0.25, 0.5, 0.75, 1.0), is the nearest the real figure.
+    skin_fraction: float = 1.0
 
 
 BRAIN_BOX = ((0.0, -0.05, -0.05), (1.2, 1.62, 1.2))
@@ -138,7 +142,7 @@ def paint_head(canvas: Canvas, scene: Scene, brain_sd: np.ndarray, spec: DomainS
     parts = {name: _part_sd(scene, c, s, m) for name, c, s, m in _HEAD_PARTS}
     head = _head_sd(scene, brain_sd, scene.full(*parts["eye"]), an)
     texture = scene.pose.texture(scene.rel)
-    skin = 0.25 * an.scalp_mm
+    skin = an.skin_fraction * an.scalp_mm
     fascicles = scene.pose.fascicles(scene.rel)
     # Real T2w muscle is dark and homogeneous, crossed by thin bright fascial planes: the zero crossings of a smooth
     # random field are sheets, given a fat fraction that falls off within about a voxel. (The rat's muscle was
