@@ -93,10 +93,10 @@ def test_published_model_finds_a_synthetic_lesion_and_the_report_is_written(judg
 
 
 @needs_weights
-@pytest.mark.xfail(strict=True, reason="issue 26 item 5 is not met on the current rat (benchmarks/results_realism.md):"
-                                       " this sham measures 10 mm3 or more; strict, so meeting it again fails here")
 def test_published_model_leaves_a_synthetic_sham_under_10_mm3(judged):
-    """Issue 26's sham target on one case (3.6 mm3 when the earlier rat met issue 21's targets)."""
+    """Issue 26's sham target on one case: 3.6 mm3 when the earlier rat met issue 21's targets, 10 mm3 or more (a
+    strict xfail) until the skin was drawn to the real measure on 2026-12-07, 9.5 mm3 since: close to the target, and
+    one case; benchmarks/results_realism.md judges the cohorts."""
     sham = next(r for r in judged[0]["rows"] if r["group"] == "sham")
     assert 0.0 <= sham["predicted_mm3"] < 10.0, f"published model marks {sham['predicted_mm3']:.1f} mm3 in a sham"
 
