@@ -3,7 +3,7 @@ of the head").
 
 For each k in 1, 2, 3, 4 the skin of both species is drawn ``k x 0.25 x scalp_mm`` thick (``Anatomy.skin_fraction``);
 the world cohort's mouse shams (``benchmarks/world.py``: seed 4242, 48 cases, at its head rows of about 0.15 mm) are
-measured with ``world.lateral_skin``, as ``benchmarks/real_scalp.py`` measures the 24 real heads (lateral skin peak /
+measured with ``world.lateral_head``, as ``benchmarks/real_scalp.py`` measures the 24 real heads (lateral skin peak /
 temporal muscle: median 0.54). The k nearest the real median is the one the generator keeps (``domains.DOMAINS``).
 Writes ``benchmarks/results_skin_calibration.md``.
 
@@ -49,21 +49,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-cases", type=int, default=48)
     parser.add_argument("--seed", type=int, default=4242)
     args = parser.parse_args(argv)
-    base = BEFORE
     lines = ["# The skin's thickness, calibrated on the skin at the side of real mouse heads", "",
              f"Written by `benchmarks/calibrate_skin.py` (world cohort seed {args.seed}, {args.n_cases} cases, its "
              f"mouse shams). Real median lateral skin peak / temporal muscle: {REAL_MEDIAN} (24 in vivo mouse heads).",
              "", "| k | skin_fraction | skin, mouse (mm) | lateral skin / muscle: median [range] (n) |", "|---|---|---|---|"]
     best = None
     for k in MULTIPLES:
-        values = lateral_skin_over_muscle(k * base, args.n_cases, args.seed)
+        values = lateral_skin_over_muscle(k * BEFORE, args.n_cases, args.seed)
         median = float(np.median(values))
         print(f"k {k}: lateral skin / muscle {median:.3f}", flush=True)
-        lines.append(f"| {k} | {k * base:g} | {k * base * domains.DOMAINS['mouse'].anatomy.scalp_mm:.3f} | "
+        lines.append(f"| {k} | {k * BEFORE:g} | {k * BEFORE * domains.DOMAINS['mouse'].anatomy.scalp_mm:.3f} | "
                      f"{median:.3f} [{min(values):.3f}-{max(values):.3f}] ({len(values)}) |")
         if best is None or abs(median - REAL_MEDIAN) < abs(best[1] - REAL_MEDIAN):
             best = (k, median)
-    lines.append(f"| **nearest the real {REAL_MEDIAN}: k = {best[0]}** | {best[0] * base:g} | | {best[1]:.3f} |")
+    lines.append(f"| **nearest the real {REAL_MEDIAN}: k = {best[0]}** | {best[0] * BEFORE:g} | | {best[1]:.3f} |")
     write_text(args.out, "\n".join(lines) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,5 +1,5 @@
 """Scalp and temporal muscle of real in vivo T2w mouse heads, measured as ``benchmarks/world.py`` measures the
-synthetic ones (``scalp_over_vault``, ``temporal_muscle``).
+synthetic ones (``scalp_over_vault``, ``lateral_head``).
 
 Every in vivo NIfTI image of dama-lab/mouse-brain-atlas (GPL-3.0) that the public snapshot holds is skull-stripped;
 the full-head images (``rTg4510/rTg4510_in_vivo_LR/template/*.nii``) are too large to be in it. The head survives in
@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world import lateral_skin, scalp_over_vault, temporal_muscle  # noqa: E402
+from world import lateral_head, scalp_over_vault  # noqa: E402
 
 SHAPE = (112, 128, 80)  # the atlas's grid (i left-right, j back-front, k up), 0.15 mm
 CORONAL_AT = (0.15, 0.25, 0.34, 0.42, 0.50, 0.55, 0.62, 0.65, 0.70, 0.73, 0.78, 0.82)  # mas_quickcheck's -y cuts
@@ -125,8 +125,8 @@ def mouse_figures(image_path: Path, mask_path: Path, png: Path) -> tuple[dict, f
     slices, spacing = list(range(len(chosen))), (0.15, 0.15)
     scalp = scalp_over_vault(mixed, mask, spacing, slices)
     air = float(np.nanmedian(mixed[:, :3, :]) / np.median(mixed[mask]))  # the top rows of the field
-    return (scalp, temporal_muscle(mixed, mask, spacing, slices), air, agree,
-            lateral_skin(mixed, mask, spacing, slices))
+    side = lateral_head(mixed, mask, spacing, slices)
+    return scalp, side["muscle"], air, agree, side
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,9 +146,9 @@ def main(argv: list[str] | None = None) -> None:
             f"window reproduces {agree:.1%}" if agree < 0.99 else f"air {air:.2f} of the brain, ghosting") + ")"
         print(f"{png.stem}: scalp band in {scalp['found']:.0%} of columns, peak {scalp['peak']:.2f}, mean "
               f"{scalp['mean']:.2f}, {scalp['width_mm']:.2f} mm at half peak; temporal muscle {muscle:.2f}; lateral skin "
-              f"{skin['peak']:.2f} ({skin['over_muscle']:.2f} x muscle); window {agree:.1%}{note}")
+              f"{skin['skin']:.2f} ({skin['skin_over_muscle']:.2f} x muscle); window {agree:.1%}{note}")
         if not note:
-            kept.append((scalp["peak"], scalp["mean"], scalp["width_mm"], muscle, skin["peak"], skin["over_muscle"]))
+            kept.append((scalp["peak"], scalp["mean"], scalp["width_mm"], muscle, skin["skin"], skin["skin_over_muscle"]))
     for name, column in zip(("scalp peak / cortex", "scalp mean / cortex", "scalp width at half peak (mm)",
                              "temporal muscle / dorsal cortex", "lateral skin peak / dorsal cortex",
                              "lateral skin peak / temporal muscle"), np.array(kept).T):

@@ -332,22 +332,17 @@ def _lateral_bands(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float
                     yield band
 
 
-def temporal_muscle(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> float:
-    """Temporal muscle / dorsal cortex: the lateral bands (:func:`_lateral_bands`) without their outer 0.3 mm (skin);
-    median over rows and sides."""
+def lateral_head(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> dict:
+    """The side of the head, from one walk (:func:`_lateral_bands`), medians over rows and sides: ``muscle``, the
+    temporal muscle / dorsal cortex (each band without its outer 0.3 mm); ``skin``, the brightest voxel of the band's
+    outer 0.3 mm / dorsal cortex; ``skin_over_muscle``, that voxel over the rest of its band."""
     skin = int(round(0.3 / spacing_mm[0]))
-    ratios = [float(np.median(band[:-skin])) for band in _lateral_bands(image, brain, spacing_mm, slices)]
-    return float(np.median(ratios)) if ratios else float("nan")
-
-
-def lateral_skin(image: np.ndarray, brain: np.ndarray, spacing_mm: tuple[float, float], slices) -> dict:
-    """Skin at the side of the head: the brightest voxel of each lateral band's outer 0.3 mm, over the dorsal cortex
-    (``peak``) and over the band's muscle, the rest of it (``over_muscle``); medians over rows and sides."""
-    skin = int(round(0.3 / spacing_mm[0]))
-    bands = [(band[-skin:].max(), band[-skin:].max() / np.median(band[:-skin]))
-             for band in _lateral_bands(image, brain, spacing_mm, slices)]
-    peak, over_muscle = np.median(bands, axis=0) if bands else (np.nan, np.nan)
-    return dict(peak=float(peak), over_muscle=float(over_muscle))
+    bands = [(np.median(band[:-skin]), band[-skin:].max()) for band in _lateral_bands(image, brain, spacing_mm, slices)]
+    if not bands:
+        return dict(muscle=float("nan"), skin=float("nan"), skin_over_muscle=float("nan"))
+    muscle, peak = np.asarray(bands).T
+    return dict(muscle=float(np.median(muscle)), skin=float(np.median(peak)),
+                skin_over_muscle=float(np.median(peak / muscle)))
 
 
 def measure(domain: str, n_cases: int, seed: int) -> tuple[list[dict], list]:
@@ -411,10 +406,10 @@ def _head_figures(case) -> dict:
     in_plane = tuple(float(v) for v in nib.affines.voxel_sizes(case.affine)[:2])
     slices = _midline_frame(case.brain_mask, in_plane[0], (0.4, 0.5, 0.6))[1]
     scalp = scalp_over_vault(case.image, case.brain_mask, in_plane, slices)
-    skin = lateral_skin(case.image, case.brain_mask, in_plane, slices)
+    side = lateral_head(case.image, case.brain_mask, in_plane, slices)
     return dict(scalp_peak=scalp["peak"], scalp_mean=scalp["mean"], scalp_width_mm=scalp["width_mm"],
-                muscle=temporal_muscle(case.image, case.brain_mask, in_plane, slices), head_row_mm=in_plane[1],
-                lateral_skin=skin["peak"], lateral_skin_muscle=skin["over_muscle"])
+                muscle=side["muscle"], head_row_mm=in_plane[1], lateral_skin=side["skin"],
+                lateral_skin_muscle=side["skin_over_muscle"])
 
 
 def _summary(values) -> str:

@@ -491,7 +491,7 @@ def test_coil_dependent_rows_are_judged_on_volume_coils_only():
     assert all("| n/a | n/a |" in line for line in surface)  # no reference, no verdict
 
 
-def test_lateral_skin_reads_the_brightest_outer_voxel_of_the_band_beside_the_skull():
+def test_lateral_head_reads_the_muscle_and_the_brightest_outer_voxel_of_the_band_beside_the_skull():
     """A coronal cut: brain (1.0) in the middle, a dark bone voxel, then 1 mm of muscle (0.6) ending in a skin voxel
     (0.3) before the air: the skin reads 0.3 of the dorsal cortex and 0.5 of the muscle under it, on both sides."""
     world = _world_benchmark()
@@ -502,11 +502,12 @@ def test_lateral_skin_reads_the_brightest_outer_voxel_of_the_band_beside_the_sku
     for side in (slice(11, 19), slice(41, 49)):  # 8 voxels of 0.15 mm outside the bone voxel next to the brain
         image[side, 5:30] = 0.6
     image[11, 5:30] = image[48, 5:30] = 0.3  # the outermost voxel on each side: skin
-    skin = world.lateral_skin(image, brain, (0.15, 0.15), [0])
-    assert skin["peak"] == pytest.approx(0.6)  # the outer 0.3 mm holds a muscle voxel too: the brightest counts
+    side = world.lateral_head(image, brain, (0.15, 0.15), [0])
+    assert side["skin"] == pytest.approx(0.6)  # the outer 0.3 mm holds a muscle voxel too: the brightest counts
     image[12, 5:30] = image[47, 5:30] = 0.3
-    skin = world.lateral_skin(image, brain, (0.15, 0.15), [0])
-    assert skin["peak"] == pytest.approx(0.3) and skin["over_muscle"] == pytest.approx(0.5)
+    side = world.lateral_head(image, brain, (0.15, 0.15), [0])
+    assert side["skin"] == pytest.approx(0.3) and side["skin_over_muscle"] == pytest.approx(0.5)
+    assert side["muscle"] == pytest.approx(0.6)
 
 
 def test_the_skin_darkens_the_side_of_the_head_as_real_skin_does():
