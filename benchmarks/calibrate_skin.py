@@ -11,7 +11,6 @@ Writes ``benchmarks/results_skin_calibration.md``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from world import sham_head_figures  # noqa: E402
+from world import cohort_parser, sham_head_figures  # noqa: E402
 
 from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.synthetic import domains  # noqa: E402
@@ -44,11 +43,7 @@ def lateral_skin_over_muscle(skin_fraction: float, n_cases: int, seed: int) -> l
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--n-cases", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=4242)
-    args = parser.parse_args(argv)
+    args = cohort_parser(__doc__, RESULTS).parse_args(argv)
     lines = ["# The skin's thickness, calibrated on the skin at the side of real mouse heads", "",
              f"Written by `benchmarks/calibrate_skin.py` (world cohort seed {args.seed}, {args.n_cases} cases, its "
              f"mouse shams). Real median lateral skin peak / temporal muscle: {REAL_MEDIAN} (24 in vivo mouse heads).",

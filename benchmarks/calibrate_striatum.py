@@ -15,7 +15,6 @@ contrast when the module loads, so the sweep sets both for each step and puts th
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from world import SIZES, healthy_cortex_striatum  # noqa: E402
+from world import SIZES, cohort_parser, healthy_cortex_striatum  # noqa: E402
 
 from lesionseg.data.io import write_text  # noqa: E402
 from lesionseg.data.synthetic import domains, generate_cases, protocol  # noqa: E402
@@ -51,11 +50,7 @@ def volume_coil_ratios(species: str, striatum_t2_ms: float, n_cases: int, seed: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--n-cases", type=int, default=48)
-    parser.add_argument("--seed", type=int, default=4242)
-    args = parser.parse_args(argv)
+    args = cohort_parser(__doc__, RESULTS).parse_args(argv)
     lines = ["# The striatum's T2, calibrated on real neocortex / striatum signal", "",
              f"Written by `benchmarks/calibrate_striatum.py` (world cohort seed {args.seed}, {args.n_cases} cases per "
              "species, volume-coil brains; PD and T1 as the cortex's). Real medians: "

@@ -670,11 +670,18 @@ def run(out: Path = RESULTS, n_cases: int = 48, seed: int = 4242, baseline: Path
     return by_domain
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=RESULTS)
+def cohort_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """Arguments of a run on the world cohort (``--out``, ``--n-cases``, ``--seed``, the world table's defaults), for
+    this script and the calibrations that sweep a setting over the same cohort."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--n-cases", type=int, default=48)
     parser.add_argument("--seed", type=int, default=4242)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = cohort_parser(__doc__, RESULTS)
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout whose generator to time against this one (e.g. the main branch)")
     args = parser.parse_args(argv)
